@@ -1,0 +1,1382 @@
+//! `RoomActor`: the single writer of one room on this node.
+//!
+//! It owns the member list with every member's read cursor (also kept as a sorted vector, so a
+//! message's unread count is one binary search), who is present (user → connections), the
+//! latest messages, and the recent `cmid`s. It stamps each new message with a snowflake id,
+//! hands it to the store, and only when the store says it is durable replies `sent`, encodes the
+//! `msg` frame **once** and queues the same bytes for every present connection. Durable
+//! completions may arrive out of order (ScyllaDB); the pending queue releases messages strictly
+//! in id order.
+//!
+//! Started by its [`GroupActor`] with the room's state already loaded; stops when idle, when
+//! the room is deleted, at shutdown, or when its group dies (then the restarted group reloads
+//! it from the store).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::group::{GroupActor, RoomActivity, RoomStopped};
+use super::{ActorDeps, EnteredReply, OutMessage, PageReply, Responder, SentInfo};
+use crate::error::ChatError;
+use crate::ids::{GroupId, MessageId, RoomId, Snowflake, UserId, now_ms};
+use crate::protocol::frame::{MessageSummary, RoomEventKind, summary_text};
+use crate::protocol::{ErrorCode, Id, MessageKind, ServerFrame};
+use crate::session::handle::{Encoded, SessionHandle, SessionId};
+use crate::store::{AppendOutcome, LoadedRoom, MemberRecord, RoomKind, RoomRecord, StoreError, StoredMessage};
+
+/// At most one `typing` per user and room is forwarded in this interval (§3.1).
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------------
+// The actor's API.
+
+/// A connection enters the room (`enter`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub session: SessionHandle,
+    pub service: bool,
+    pub since: Option<MessageId>,
+    pub limit: usize,
+    pub responder: Responder<EnteredReply>,
+}
+
+/// A connection leaves the room (`leave`, or the connection ended).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub session: SessionId,
+}
+
+/// A new message (`send`, or REST).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PostMessage {
+    /// The author: the caller, or for a service token the user it sends as.
+    pub from: UserId,
+    /// A service token may post to any room, and as any member.
+    pub service: bool,
+    pub kind: MessageKind,
+    pub text: Option<String>,
+    pub media: Option<String>,
+    pub cmid: String,
+    pub responder: Responder<SentInfo>,
+}
+
+/// The user has read up to `id` (`read`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MarkRead {
+    pub user: UserId,
+    pub id: MessageId,
+    pub responder: Responder<()>,
+}
+
+/// A page of history (`history`, or REST).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetHistory {
+    pub user: UserId,
+    pub service: bool,
+    pub before: Option<MessageId>,
+    pub limit: usize,
+    pub responder: Responder<PageReply>,
+}
+
+/// The connection's user is typing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Typing {
+    pub session: SessionHandle,
+}
+
+/// The author edits a message's text.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EditMessage {
+    pub user: UserId,
+    pub id: MessageId,
+    pub text: String,
+    pub responder: Responder<()>,
+}
+
+/// The author or the owner deletes a message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeleteMessage {
+    pub user: UserId,
+    pub service: bool,
+    pub id: MessageId,
+    pub responder: Responder<()>,
+}
+
+/// Adds a member (the owner or a service), or a user joins an open room (`join`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddMember {
+    pub caller: UserId,
+    pub service: bool,
+    pub user: UserId,
+    /// True for `join`: the caller adds themself to an `open` room.
+    pub join: bool,
+    pub responder: Responder<()>,
+}
+
+/// Removes a member (themself, the owner, or a service).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveMember {
+    pub caller: UserId,
+    pub service: bool,
+    pub user: UserId,
+    pub responder: Responder<()>,
+}
+
+/// The room as its members see it (`GET .../rooms/{room}`).
+#[derive(Message)]
+#[rtype(result = "Result<RoomInfo, ChatError>")]
+pub struct GetRoomInfo {
+    pub caller: UserId,
+    pub service: bool,
+}
+
+/// A snapshot of the room for REST.
+#[derive(Debug, Clone)]
+pub struct RoomInfo {
+    pub record: RoomRecord,
+    pub members: Vec<UserId>,
+}
+
+/// Deletes the room (the owner or a service); present connections are told, the actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeleteRoom {
+    pub caller: UserId,
+    pub service: bool,
+    pub responder: Responder<()>,
+}
+
+/// Flushes cursors and stops (node shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+// ---------------------------------------------------------------------------------------------
+// The actor.
+
+struct Member {
+    cursor: MessageId,
+    cursor_seq: u64,
+}
+
+/// A stamped message waiting for the store.
+struct Pending {
+    msg: StoredMessage,
+    responder: Responder<SentInfo>,
+    result: Option<Result<AppendOutcome, StoreError>>,
+}
+
+enum CmidState {
+    /// The first send is in flight; these duplicates wait for its reply.
+    InFlight(Vec<Responder<SentInfo>>),
+    Done { id: MessageId, ts: i64 },
+}
+
+pub struct RoomActor {
+    deps: ActorDeps,
+    group_id: GroupId,
+    room_id: RoomId,
+    record: RoomRecord,
+    group: Addr<GroupActor>,
+    group_alive: CancellationToken,
+    generation: u64,
+    group_subscribers: Arc<AtomicUsize>,
+    members: HashMap<UserId, Member>,
+    /// Every member's cursor, sorted: unread(id) = cursors below id.
+    cursors: Vec<MessageId>,
+    dirty: HashSet<UserId>,
+    sessions: HashMap<SessionId, SessionHandle>,
+    present: HashMap<UserId, Vec<SessionId>>,
+    /// The latest durable messages, oldest first.
+    cache: VecDeque<StoredMessage>,
+    /// True while `cache` holds the room's whole history.
+    cache_complete: bool,
+    last_id: MessageId,
+    last_seq: u64,
+    next_seq: u64,
+    pending: VecDeque<Pending>,
+    cmids: HashMap<(UserId, String), CmidState>,
+    cmid_order: VecDeque<(UserId, String)>,
+    typing: HashMap<UserId, Instant>,
+    last_activity: Instant,
+    closing: bool,
+    /// Waiting for the pending queue to empty before a drain completes.
+    drained: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// What a group passes to start a room.
+pub struct RoomStart {
+    pub deps: ActorDeps,
+    pub loaded: LoadedRoom,
+    pub group: Addr<GroupActor>,
+    pub group_alive: CancellationToken,
+    pub generation: u64,
+    pub group_subscribers: Arc<AtomicUsize>,
+}
+
+impl RoomActor {
+    pub fn new(start: RoomStart) -> Self {
+        let RoomStart {
+            deps,
+            loaded,
+            group,
+            group_alive,
+            generation,
+            group_subscribers,
+        } = start;
+        let cache_cap = deps.settings.rooms.cache_messages;
+        let cache_complete = loaded.recent.len() < cache_cap;
+        let (last_id, last_seq) = loaded.recent.last().map_or((0, 0), |m| (m.id, m.seq));
+        deps.snowflake.observe(last_id);
+        let mut members = HashMap::with_capacity(loaded.members.len());
+        let mut cursors = Vec::with_capacity(loaded.members.len());
+        for m in loaded.members {
+            cursors.push(m.cursor);
+            members.insert(
+                m.user,
+                Member {
+                    cursor: m.cursor,
+                    cursor_seq: m.cursor_seq,
+                },
+            );
+        }
+        cursors.sort_unstable();
+        Self {
+            group_id: loaded.record.group.clone(),
+            room_id: loaded.record.room.clone(),
+            record: loaded.record,
+            deps,
+            group,
+            group_alive,
+            generation,
+            group_subscribers,
+            members,
+            cursors,
+            dirty: HashSet::new(),
+            sessions: HashMap::new(),
+            present: HashMap::new(),
+            cache: loaded.recent.into(),
+            cache_complete,
+            last_id,
+            last_seq,
+            next_seq: last_seq,
+            pending: VecDeque::new(),
+            cmids: HashMap::new(),
+            cmid_order: VecDeque::new(),
+            typing: HashMap::new(),
+            last_activity: Instant::now(),
+            closing: false,
+            drained: Vec::new(),
+        }
+    }
+
+    fn is_member(&self, user: &UserId) -> bool {
+        self.members.contains_key(user)
+    }
+
+    /// The number of members whose cursor is below `id`.
+    fn unread(&self, id: MessageId) -> u32 {
+        self.cursors.partition_point(|c| *c < id) as u32
+    }
+
+    fn out(&self, msg: StoredMessage) -> OutMessage {
+        let unread = self.unread(msg.id);
+        OutMessage { msg, unread }
+    }
+
+    /// Moves a member's cursor forward; returns the old cursor when it moved.
+    fn advance_cursor(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
+        let member = self.members.get_mut(user)?;
+        if to <= member.cursor {
+            return None;
+        }
+        let from = member.cursor;
+        member.cursor = to;
+        member.cursor_seq = member.cursor_seq.max(to_seq);
+        if let Ok(i) = self.cursors.binary_search(&from) {
+            self.cursors.remove(i);
+        }
+        let at = self.cursors.partition_point(|c| *c < to);
+        self.cursors.insert(at, to);
+        self.dirty.insert(user.clone());
+        Some(from)
+    }
+
+    fn insert_member(&mut self, user: UserId, cursor: MessageId, cursor_seq: u64) {
+        let at = self.cursors.partition_point(|c| *c < cursor);
+        self.cursors.insert(at, cursor);
+        self.members.insert(user, Member { cursor, cursor_seq });
+    }
+
+    fn drop_member(&mut self, user: &UserId) {
+        if let Some(member) = self.members.remove(user)
+            && let Ok(i) = self.cursors.binary_search(&member.cursor)
+        {
+            self.cursors.remove(i);
+        }
+        self.dirty.remove(user);
+    }
+
+    fn broadcast(&self, frame: &ServerFrame<'_>, except: Option<SessionId>) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        let encoded = Encoded::new(frame);
+        let mut sent = 0u64;
+        for (id, session) in &self.sessions {
+            if Some(*id) != except && session.deliver(&encoded) {
+                sent += 1;
+            }
+        }
+        metrics::counter!("chatnode_frames_out_total", "type" => frame.kind()).increment(sent);
+    }
+
+    fn broadcast_except_user(&self, frame: &ServerFrame<'_>, user: &UserId) {
+        let encoded = Encoded::new(frame);
+        for session in self.sessions.values() {
+            if session.user() != user {
+                session.deliver(&encoded);
+            }
+        }
+    }
+
+    fn send_receipt(&self, user: &UserId, from: MessageId, to: MessageId) {
+        self.broadcast(
+            &ServerFrame::Receipt {
+                group: self.group_id.as_str(),
+                room: self.room_id.as_str(),
+                user: user.as_str(),
+                from: Id(from),
+                to: Id(to),
+            },
+            None,
+        );
+    }
+
+    /// Tells the group's subscribers among `users` (members not present here) about the room.
+    fn notify_group(&self, users: Vec<UserId>, kind: RoomEventKind) {
+        if users.is_empty() || self.group_subscribers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let recipients = users
+            .into_iter()
+            .filter(|u| !self.present.contains_key(u))
+            .map(|u| {
+                let unread = self
+                    .members
+                    .get(&u)
+                    .map_or(0, |m| self.last_seq.saturating_sub(m.cursor_seq));
+                (u, unread)
+            })
+            .collect::<Vec<_>>();
+        if recipients.is_empty() {
+            return;
+        }
+        let last = self.cache.back().map(|m| MessageSummary {
+            id: Id(m.id),
+            from: m.from.to_string(),
+            kind: m.kind,
+            text: m.text.as_deref().map(summary_text),
+            ts: m.ts,
+        });
+        self.group.do_send(RoomActivity {
+            room: self.room_id.clone(),
+            kind,
+            last,
+            recipients,
+        });
+    }
+
+    fn absent_members(&self) -> Vec<UserId> {
+        self.members
+            .keys()
+            .filter(|u| !self.present.contains_key(*u))
+            .cloned()
+            .collect()
+    }
+
+    fn remember_cmid(&mut self, key: (UserId, String), state: CmidState) {
+        if self.cmids.insert(key.clone(), state).is_none() {
+            self.cmid_order.push_back(key);
+        }
+        while self.cmid_order.len() > self.deps.settings.rooms.recent_cmids {
+            if let Some(old) = self.cmid_order.pop_front() {
+                if matches!(self.cmids.get(&old), Some(CmidState::InFlight(_))) {
+                    // Never forget a send that is still in flight; keep it at the back.
+                    self.cmid_order.push_back(old);
+                    break;
+                }
+                self.cmids.remove(&old);
+            }
+        }
+    }
+
+    fn sent_info(&self, id: MessageId, ts: i64, cmid: &str) -> SentInfo {
+        SentInfo {
+            group: self.group_id.clone(),
+            room: self.room_id.clone(),
+            id: Id(id),
+            ts,
+            unread: self.unread(id),
+            cmid: cmid.to_owned(),
+        }
+    }
+
+    fn push_cache(&mut self, msg: StoredMessage) {
+        self.cache.push_back(msg);
+        while self.cache.len() > self.deps.settings.rooms.cache_messages {
+            self.cache.pop_front();
+            self.cache_complete = false;
+        }
+    }
+
+    /// The seq of the latest message with id <= `id`, when the cache can tell.
+    fn cached_seq_at(&self, id: MessageId) -> Option<u64> {
+        let front = self.cache.front()?;
+        if id < front.id {
+            return self.cache_complete.then_some(0);
+        }
+        let at = self.cache.partition_point(|m| m.id <= id);
+        at.checked_sub(1)
+            .and_then(|i| self.cache.get(i))
+            .map(|m| m.seq)
+    }
+
+    /// A message by id from the cache.
+    fn cached(&self, id: MessageId) -> Option<&StoredMessage> {
+        let at = self.cache.partition_point(|m| m.id < id);
+        self.cache.get(at).filter(|m| m.id == id)
+    }
+
+    fn cached_mut(&mut self, id: MessageId) -> Option<&mut StoredMessage> {
+        let at = self.cache.partition_point(|m| m.id < id);
+        self.cache.get_mut(at).filter(|m| m.id == id)
+    }
+
+    /// Writes dirty cursors to the store in one batch.
+    fn flush_cursors(&mut self, ctx: Option<&mut Context<Self>>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let cursors: Vec<(UserId, MessageId, u64)> = self
+            .dirty
+            .drain()
+            .filter_map(|u| self.members.get(&u).map(|m| (u.clone(), m.cursor, m.cursor_seq)))
+            .collect();
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let fut = async move {
+            if let Err(e) = store.save_cursors(&group, &room, cursors).await {
+                tracing::warn!(%group, %room, error = %e, "cursor flush failed");
+            }
+        };
+        match ctx {
+            Some(ctx) => {
+                ctx.spawn(fut.into_actor(self));
+            }
+            // The actor is stopping: the write must outlive it.
+            None => {
+                actix::spawn(fut);
+            }
+        }
+    }
+
+    /// Releases durable messages at the front of the pending queue, in id order.
+    fn release_pending(&mut self) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.result.is_some())
+        {
+            let Some(Pending {
+                msg,
+                responder,
+                result,
+            }) = self.pending.pop_front()
+            else {
+                break;
+            };
+            let cmid_key = msg.cmid.clone().map(|c| (msg.from.clone(), c));
+            let waiters = match cmid_key.as_ref().and_then(|k| self.cmids.remove(k)) {
+                Some(CmidState::InFlight(waiters)) => waiters,
+                _ => Vec::new(),
+            };
+            match result {
+                Some(Ok(AppendOutcome::Stored)) => {
+                    self.on_stored(msg, responder, waiters, cmid_key);
+                }
+                Some(Ok(AppendOutcome::Duplicate(first))) => {
+                    let cmid = msg.cmid.as_deref().unwrap_or_default();
+                    let info = self.sent_info(first.id, first.ts, cmid);
+                    if let Some(key) = cmid_key {
+                        self.remember_cmid(
+                            key,
+                            CmidState::Done {
+                                id: first.id,
+                                ts: first.ts,
+                            },
+                        );
+                    }
+                    responder.respond(&self.group_id, &self.room_id, Ok(info.clone()));
+                    for w in waiters {
+                        w.respond(&self.group_id, &self.room_id, Ok(info.clone()));
+                    }
+                }
+                Some(Err(e)) => {
+                    let err = ChatError::from(e);
+                    responder.respond(&self.group_id, &self.room_id, Err(err.clone()));
+                    for w in waiters {
+                        w.respond(&self.group_id, &self.room_id, Err(err.clone()));
+                    }
+                }
+                None => {}
+            }
+        }
+        if self.pending.is_empty() {
+            // Nothing stamped is in flight: a seq burned by a failed or duplicate send is reused.
+            self.next_seq = self.last_seq;
+        }
+    }
+
+    fn on_stored(
+        &mut self,
+        msg: StoredMessage,
+        responder: Responder<SentInfo>,
+        waiters: Vec<Responder<SentInfo>>,
+        cmid_key: Option<(UserId, String)>,
+    ) {
+        let prev_last = self.last_id;
+        self.last_id = msg.id;
+        self.last_seq = msg.seq;
+        metrics::counter!("chatnode_messages_stored_total").increment(1);
+        // The sender and everyone present have now read it. A cursor that jumps over older
+        // unread messages is announced, so clients can lower those counts.
+        let mut readers: Vec<UserId> = self.present.keys().cloned().collect();
+        if !self.present.contains_key(&msg.from) {
+            readers.push(msg.from.clone());
+        }
+        for user in &readers {
+            if let Some(from) = self.advance_cursor(user, msg.id, msg.seq)
+                && from < prev_last
+            {
+                self.send_receipt(user, from, prev_last);
+            }
+        }
+        let unread = self.unread(msg.id);
+        let cmid = msg.cmid.clone().unwrap_or_default();
+        let info = SentInfo {
+            group: self.group_id.clone(),
+            room: self.room_id.clone(),
+            id: Id(msg.id),
+            ts: msg.ts,
+            unread,
+            cmid,
+        };
+        if let Some(key) = cmid_key {
+            self.remember_cmid(
+                key,
+                CmidState::Done {
+                    id: msg.id,
+                    ts: msg.ts,
+                },
+            );
+        }
+        responder.respond(&self.group_id, &self.room_id, Ok(info.clone()));
+        for w in waiters {
+            w.respond(&self.group_id, &self.room_id, Ok(info.clone()));
+        }
+        let frame = ServerFrame::Msg {
+            group: self.group_id.as_str(),
+            room: self.room_id.as_str(),
+            id: Id(msg.id),
+            from: msg.from.as_str(),
+            kind: msg.kind,
+            text: msg.text.as_deref(),
+            media: msg.media.as_ref(),
+            ts: msg.ts,
+            unread,
+            cmid: msg.cmid.as_deref(),
+        };
+        metrics::histogram!("chatnode_fanout_size").record(self.sessions.len() as f64);
+        self.broadcast(&frame, None);
+        self.push_cache(msg);
+        let absent = self.absent_members();
+        self.notify_group(absent, RoomEventKind::Updated);
+    }
+
+    /// Writes the last cursors, answers the drain, and stops.
+    fn finish_drain(&mut self, ctx: &mut Context<Self>) {
+        let cursors: Vec<(UserId, MessageId, u64)> = self
+            .dirty
+            .drain()
+            .filter_map(|u| self.members.get(&u).map(|m| (u.clone(), m.cursor, m.cursor_seq)))
+            .collect();
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        ctx.wait(
+            async move {
+                if !cursors.is_empty()
+                    && let Err(e) = store.save_cursors(&group, &room, cursors).await
+                {
+                    tracing::warn!(%group, %room, error = %e, "final cursor flush failed");
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                for tx in act.drained.drain(..) {
+                    let _ = tx.send(());
+                }
+                ctx.stop();
+            }),
+        );
+    }
+
+    fn check_member(&self, user: &UserId, service: bool) -> Result<(), ChatError> {
+        if service || self.is_member(user) {
+            Ok(())
+        } else {
+            Err(ChatError::not_member())
+        }
+    }
+
+    /// Ends a connection's presence; announces the user's absence when it was their last.
+    fn detach(&mut self, session: SessionId) {
+        let Some(handle) = self.sessions.remove(&session) else {
+            return;
+        };
+        let user = handle.user().clone();
+        let gone = match self.present.get_mut(&user) {
+            Some(list) => {
+                list.retain(|s| *s != session);
+                list.is_empty()
+            }
+            None => false,
+        };
+        if gone {
+            self.present.remove(&user);
+            self.typing.remove(&user);
+            self.broadcast(
+                &ServerFrame::Presence {
+                    group: self.group_id.as_str(),
+                    room: self.room_id.as_str(),
+                    user: user.as_str(),
+                    present: false,
+                },
+                None,
+            );
+        }
+    }
+
+    fn page_from_cache(&self, before: Option<MessageId>, limit: usize) -> Option<PageReply> {
+        let end = match before {
+            Some(b) => self.cache.partition_point(|m| m.id < b),
+            None => self.cache.len(),
+        };
+        if end < limit && !self.cache_complete {
+            return None;
+        }
+        let start = end.saturating_sub(limit);
+        let more = start > 0 || !self.cache_complete;
+        let msgs = self
+            .cache
+            .range(start..end)
+            .map(|m| self.out(m.clone()))
+            .collect();
+        Some(PageReply { msgs, more })
+    }
+
+    fn after_from_cache(&self, since: MessageId, limit: usize) -> Option<(Vec<OutMessage>, bool)> {
+        let covered = self.cache_complete
+            || self
+                .cache
+                .front()
+                .is_some_and(|front| since.saturating_add(1) >= front.id)
+            || self.cache.is_empty() && self.last_id <= since;
+        if !covered {
+            return None;
+        }
+        let start = self.cache.partition_point(|m| m.id <= since);
+        let end = (start + limit).min(self.cache.len());
+        let msgs = self
+            .cache
+            .range(start..end)
+            .map(|m| self.out(m.clone()))
+            .collect();
+        Some((msgs, end < self.cache.len()))
+    }
+
+    fn finish_edit(
+        &mut self,
+        updated: StoredMessage,
+        result: Result<(), StoreError>,
+        responder: Responder<()>,
+    ) {
+        if let Err(e) = result {
+            responder.respond(&self.group_id, &self.room_id, Err(e.into()));
+            return;
+        }
+        if let Some(cached) = self.cached_mut(updated.id) {
+            *cached = updated.clone();
+        }
+        responder.respond(&self.group_id, &self.room_id, Ok(()));
+        if updated.deleted {
+            self.broadcast(
+                &ServerFrame::Deleted {
+                    group: self.group_id.as_str(),
+                    room: self.room_id.as_str(),
+                    id: Id(updated.id),
+                },
+                None,
+            );
+        } else {
+            self.broadcast(
+                &ServerFrame::Edited {
+                    group: self.group_id.as_str(),
+                    room: self.room_id.as_str(),
+                    id: Id(updated.id),
+                    text: updated.text.as_deref().unwrap_or_default(),
+                    edited: updated.edited.unwrap_or_default(),
+                },
+                None,
+            );
+        }
+        if self.last_id == updated.id {
+            let absent = self.absent_members();
+            self.notify_group(absent, RoomEventKind::Updated);
+        }
+    }
+
+    /// Loads a message (cache first) and applies `change` to it, then stores and announces it.
+    /// The room waits meanwhile, so an edit and a delete of one message never interleave.
+    fn change_message(
+        &mut self,
+        id: MessageId,
+        responder: Responder<()>,
+        ctx: &mut Context<Self>,
+        change: impl FnOnce(&StoredMessage) -> Result<StoredMessage, ChatError> + 'static,
+    ) {
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let cached = self.cached(id).cloned();
+        let fut = async move {
+            let current = match cached {
+                Some(m) => Some(m),
+                None => store.get_message(&group, &room, id).await?,
+            };
+            let Some(current) = current else {
+                return Ok(Err(ChatError::not_found("no such message")));
+            };
+            if current.deleted {
+                return Ok(Err(ChatError::not_found("the message was deleted")));
+            }
+            let updated = match change(&current) {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(e)),
+            };
+            let result = store.update_message(&group, &room, updated.clone()).await;
+            Ok::<_, StoreError>(Ok((updated, result)))
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok(Ok((updated, result))) => act.finish_edit(updated, result, responder),
+            Ok(Err(e)) => responder.respond(&act.group_id, &act.room_id, Err(e)),
+            Err(e) => responder.respond(&act.group_id, &act.room_id, Err(e.into())),
+        }));
+    }
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        metrics::gauge!("chatnode_active_rooms").increment(1.0);
+        let flush_every = Duration::from_millis(self.deps.settings.rooms.cursor_flush_ms);
+        ctx.run_interval(flush_every, |act, ctx| act.flush_cursors(Some(ctx)));
+        let idle = Duration::from_secs(self.deps.settings.rooms.idle_secs.max(1));
+        ctx.run_interval((idle / 4).max(Duration::from_millis(250)), move |act, ctx| {
+            if act.sessions.is_empty()
+                && act.pending.is_empty()
+                && act.last_activity.elapsed() >= idle
+            {
+                tracing::debug!(group = %act.group_id, room = %act.room_id, "room idle, stopping");
+                ctx.stop();
+            }
+        });
+        // A room dies with its group, so a restarted group never finds two writers.
+        let alive = self.group_alive.clone();
+        ctx.spawn(
+            async move { alive.cancelled().await }
+                .into_actor(self)
+                .map(|_, _act, ctx| ctx.stop()),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        metrics::gauge!("chatnode_active_rooms").decrement(1.0);
+        self.flush_cursors(None);
+        for pending in self.pending.drain(..) {
+            pending
+                .responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
+        }
+        for (user, _) in self.present.drain() {
+            metrics::gauge!("chatnode_present_users").decrement(1.0);
+            drop(user);
+        }
+        self.group.do_send(RoomStopped {
+            room: self.room_id.clone(),
+            generation: self.generation,
+        });
+    }
+}
+
+impl Handler<Attach> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
+        let user = msg.session.user().clone();
+        if let Err(e) = self.check_member(&user, msg.service) {
+            msg.responder.respond(&self.group_id, &self.room_id, Err(e));
+            return;
+        }
+        self.last_activity = Instant::now();
+        let session_id = msg.session.id();
+        let newly_present = !self.present.contains_key(&user);
+        if self.sessions.insert(session_id, msg.session).is_none() {
+            self.present.entry(user.clone()).or_default().push(session_id);
+        }
+        if newly_present {
+            metrics::gauge!("chatnode_present_users").increment(1.0);
+            self.broadcast(
+                &ServerFrame::Presence {
+                    group: self.group_id.as_str(),
+                    room: self.room_id.as_str(),
+                    user: user.as_str(),
+                    present: true,
+                },
+                Some(session_id),
+            );
+        }
+        let cursor_before = self.members.get(&user).map_or(0, |m| m.cursor);
+        if let Some(from) = self.advance_cursor(&user, self.last_id, self.last_seq) {
+            self.send_receipt(&user, from, self.last_id);
+        }
+        let members = self.members.len() as u32;
+        let present: Vec<String> = self.present.keys().map(|u| u.to_string()).collect();
+        let limit = msg.limit;
+        let page = match msg.since {
+            None => self
+                .page_from_cache(None, limit)
+                .map(|p| (p.msgs, p.more)),
+            Some(since) => self.after_from_cache(since, limit),
+        };
+        if let Some((msgs, more)) = page {
+            let reply = EnteredReply {
+                members,
+                present,
+                cursor: cursor_before,
+                msgs,
+                more,
+            };
+            msg.responder.respond(&self.group_id, &self.room_id, Ok(reply));
+            return;
+        }
+        // Older than the cache: read the store while the room waits, so that this connection
+        // sees `entered` before any later `msg`.
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let since = msg.since;
+        let responder = msg.responder;
+        let fut = async move {
+            match since {
+                Some(since) => store.messages_after(&group, &room, since, limit).await,
+                None => store.messages_before(&group, &room, None, limit).await,
+            }
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(page) => {
+                let msgs = page.msgs.into_iter().map(|m| act.out(m)).collect();
+                let reply = EnteredReply {
+                    members,
+                    present,
+                    cursor: cursor_before,
+                    msgs,
+                    more: page.more,
+                };
+                responder.respond(&act.group_id, &act.room_id, Ok(reply));
+            }
+            Err(e) => responder.respond(&act.group_id, &act.room_id, Err(e.into())),
+        }));
+    }
+}
+
+impl Handler<Detach> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, ctx: &mut Self::Context) {
+        self.last_activity = Instant::now();
+        let was_present = self.sessions.contains_key(&msg.session);
+        self.detach(msg.session);
+        if was_present {
+            // Cursors are always written on leave and disconnect.
+            self.flush_cursors(Some(ctx));
+        }
+    }
+}
+
+impl Handler<PostMessage> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Self::Context) {
+        if self.closing {
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
+            return;
+        }
+        let author_ok = self.is_member(&msg.from) || (msg.service && !self.members.is_empty());
+        if !author_ok {
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::not_member()));
+            return;
+        }
+        if msg.kind != MessageKind::Text {
+            // Media uploads are not built yet (the media issue), so no media id can exist.
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::not_found("no such media")),
+            );
+            return;
+        }
+        self.last_activity = Instant::now();
+        let key = (msg.from.clone(), msg.cmid.clone());
+        if let Some(CmidState::Done { id, ts }) = self.cmids.get(&key) {
+            let info = self.sent_info(*id, *ts, &msg.cmid);
+            msg.responder.respond(&self.group_id, &self.room_id, Ok(info));
+            return;
+        }
+        if let Some(CmidState::InFlight(waiters)) = self.cmids.get_mut(&key) {
+            waiters.push(msg.responder);
+            return;
+        }
+        let id = self.deps.snowflake.next_id();
+        self.next_seq += 1;
+        let stored = StoredMessage {
+            id,
+            seq: self.next_seq,
+            from: msg.from,
+            kind: msg.kind,
+            text: msg.text,
+            media: None,
+            ts: Snowflake::timestamp_ms(id).max(now_ms()),
+            cmid: Some(msg.cmid),
+            edited: None,
+            deleted: false,
+        };
+        self.remember_cmid(key, CmidState::InFlight(Vec::new()));
+        self.pending.push_back(Pending {
+            msg: stored.clone(),
+            responder: msg.responder,
+            result: None,
+        });
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        ctx.spawn(
+            async move { store.append_message(&group, &room, stored).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let at = act.pending.partition_point(|p| p.msg.id < id);
+                    if let Some(p) = act.pending.get_mut(at).filter(|p| p.msg.id == id) {
+                        p.result = Some(result);
+                    }
+                    act.release_pending();
+                    if act.closing && act.pending.is_empty() && !act.drained.is_empty() {
+                        act.finish_drain(ctx);
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<MarkRead> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MarkRead, ctx: &mut Self::Context) {
+        if !self.is_member(&msg.user) {
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::not_member()));
+            return;
+        }
+        self.last_activity = Instant::now();
+        // A cursor never passes the latest message: later messages must still count as unread.
+        let target = msg.id.min(self.last_id);
+        let current = self.members.get(&msg.user).map_or(0, |m| m.cursor);
+        if target <= current {
+            msg.responder.respond(&self.group_id, &self.room_id, Ok(()));
+            return;
+        }
+        let apply = move |act: &mut Self, seq: u64, user: UserId, responder: Responder<()>| {
+            if let Some(from) = act.advance_cursor(&user, target, seq) {
+                act.send_receipt(&user, from, target);
+                act.notify_group(vec![user], RoomEventKind::Updated);
+            }
+            responder.respond(&act.group_id, &act.room_id, Ok(()));
+        };
+        if let Some(seq) = self.cached_seq_at(target) {
+            apply(self, seq, msg.user, msg.responder);
+            return;
+        }
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let (user, responder) = (msg.user, msg.responder);
+        ctx.wait(
+            async move { store.message_at_or_before(&group, &room, target).await }
+                .into_actor(self)
+                .map(move |res, act, _| match res {
+                    Ok(found) => apply(act, found.map_or(0, |m| m.seq), user, responder),
+                    Err(e) => responder.respond(&act.group_id, &act.room_id, Err(e.into())),
+                }),
+        );
+    }
+}
+
+impl Handler<GetHistory> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GetHistory, ctx: &mut Self::Context) {
+        if let Err(e) = self.check_member(&msg.user, msg.service) {
+            msg.responder.respond(&self.group_id, &self.room_id, Err(e));
+            return;
+        }
+        self.last_activity = Instant::now();
+        if let Some(page) = self.page_from_cache(msg.before, msg.limit) {
+            msg.responder.respond(&self.group_id, &self.room_id, Ok(page));
+            return;
+        }
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let (before, limit, responder) = (msg.before, msg.limit, msg.responder);
+        ctx.spawn(
+            async move { store.messages_before(&group, &room, before, limit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let res = res.map_err(ChatError::from).map(|page| PageReply {
+                        msgs: page.msgs.into_iter().map(|m| act.out(m)).collect(),
+                        more: page.more,
+                    });
+                    responder.respond(&act.group_id, &act.room_id, res);
+                }),
+        );
+    }
+}
+
+impl Handler<Typing> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, _ctx: &mut Self::Context) {
+        let user = msg.session.user().clone();
+        if !self.sessions.contains_key(&msg.session.id()) && !self.is_member(&user) {
+            msg.session.send(&ServerFrame::Err {
+                r: None,
+                code: ErrorCode::Forbidden,
+                message: "you are not a member of this room",
+            });
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .typing
+            .get(&user)
+            .is_some_and(|last| now.duration_since(*last) < TYPING_INTERVAL)
+        {
+            return;
+        }
+        self.typing.insert(user.clone(), now);
+        self.broadcast_except_user(
+            &ServerFrame::Typing {
+                group: self.group_id.as_str(),
+                room: self.room_id.as_str(),
+                user: user.as_str(),
+            },
+            &user,
+        );
+    }
+}
+
+impl Handler<EditMessage> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EditMessage, ctx: &mut Self::Context) {
+        if !self.is_member(&msg.user) {
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::not_member()));
+            return;
+        }
+        self.last_activity = Instant::now();
+        let (user, text) = (msg.user, msg.text);
+        self.change_message(msg.id, msg.responder, ctx, move |current| {
+            if current.from != user {
+                return Err(ChatError::forbidden("only the author may edit a message"));
+            }
+            if current.kind != MessageKind::Text {
+                return Err(ChatError::bad_request("only text messages can be edited"));
+            }
+            Ok(StoredMessage {
+                text: Some(text),
+                edited: Some(now_ms()),
+                ..current.clone()
+            })
+        });
+    }
+}
+
+impl Handler<DeleteMessage> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeleteMessage, ctx: &mut Self::Context) {
+        if let Err(e) = self.check_member(&msg.user, msg.service) {
+            msg.responder.respond(&self.group_id, &self.room_id, Err(e));
+            return;
+        }
+        self.last_activity = Instant::now();
+        let allowed_all = msg.service || self.record.owner == msg.user;
+        let user = msg.user;
+        self.change_message(msg.id, msg.responder, ctx, move |current| {
+            if !allowed_all && current.from != user {
+                return Err(ChatError::forbidden(
+                    "only the author or the room's owner may delete a message",
+                ));
+            }
+            Ok(StoredMessage {
+                text: None,
+                media: None,
+                deleted: true,
+                ..current.clone()
+            })
+        });
+    }
+}
+
+impl Handler<AddMember> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddMember, ctx: &mut Self::Context) {
+        let allowed = if msg.join {
+            self.record.kind == RoomKind::Open || msg.service
+        } else {
+            msg.service || self.record.owner == msg.caller
+        };
+        if !allowed {
+            let why = if msg.join {
+                "only open rooms can be joined"
+            } else {
+                "only the room's owner may add members"
+            };
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::forbidden(why)));
+            return;
+        }
+        if self.is_member(&msg.user) {
+            msg.responder.respond(&self.group_id, &self.room_id, Ok(()));
+            return;
+        }
+        if self.record.kind == RoomKind::Direct && !msg.service {
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::forbidden("direct rooms have exactly two members")),
+            );
+            return;
+        }
+        if self
+            .record
+            .max
+            .is_some_and(|max| self.members.len() as u32 >= max)
+        {
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::new(ErrorCode::RoomFull, "the room is full")),
+            );
+            return;
+        }
+        self.last_activity = Instant::now();
+        // A member added later starts at the latest message: older ones never count them.
+        let (cursor, cursor_seq) = (self.last_id, self.last_seq);
+        self.insert_member(msg.user.clone(), cursor, cursor_seq);
+        let record = MemberRecord {
+            user: msg.user.clone(),
+            cursor,
+            cursor_seq,
+            joined: now_ms(),
+        };
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let (user, responder) = (msg.user, msg.responder);
+        ctx.wait(
+            async move { store.put_member(&group, &room, record).await }
+                .into_actor(self)
+                .map(move |res, act, _| match res {
+                    Ok(()) => {
+                        responder.respond(&act.group_id, &act.room_id, Ok(()));
+                        let users = act.absent_members();
+                        act.notify_group(users, RoomEventKind::Members);
+                    }
+                    Err(e) => {
+                        act.drop_member(&user);
+                        responder.respond(&act.group_id, &act.room_id, Err(e.into()));
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<RemoveMember> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveMember, ctx: &mut Self::Context) {
+        let allowed = msg.service || msg.caller == msg.user || self.record.owner == msg.caller;
+        if !allowed {
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::forbidden(
+                    "only the member themself or the room's owner may remove a member",
+                )),
+            );
+            return;
+        }
+        if !self.is_member(&msg.user) {
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::not_found("no such member")),
+            );
+            return;
+        }
+        self.last_activity = Instant::now();
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let (user, responder) = (msg.user, msg.responder);
+        let store_user = user.clone();
+        ctx.wait(
+            async move { store.remove_member(&group, &room, &store_user).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    if let Err(e) = res {
+                        responder.respond(&act.group_id, &act.room_id, Err(e.into()));
+                        return;
+                    }
+                    // Leaving for good reads everything: one last receipt up to the latest id.
+                    let cursor = act.members.get(&user).map_or(0, |m| m.cursor);
+                    if cursor < act.last_id {
+                        act.send_receipt(&user, cursor, act.last_id);
+                    }
+                    act.drop_member(&user);
+                    let sessions: Vec<SessionId> =
+                        act.present.get(&user).cloned().unwrap_or_default();
+                    for s in sessions {
+                        act.detach(s);
+                    }
+                    responder.respond(&act.group_id, &act.room_id, Ok(()));
+                    let mut users = act.absent_members();
+                    users.push(user);
+                    act.notify_group(users, RoomEventKind::Members);
+                }),
+        );
+    }
+}
+
+impl Handler<GetRoomInfo> for RoomActor {
+    type Result = Result<RoomInfo, ChatError>;
+
+    fn handle(&mut self, msg: GetRoomInfo, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_member(&msg.caller, msg.service)?;
+        let mut members: Vec<UserId> = self.members.keys().cloned().collect();
+        members.sort();
+        Ok(RoomInfo {
+            record: self.record.clone(),
+            members,
+        })
+    }
+}
+
+impl Handler<DeleteRoom> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeleteRoom, ctx: &mut Self::Context) {
+        if !(msg.service || self.record.owner == msg.caller) {
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::forbidden("only the room's owner may delete it")),
+            );
+            return;
+        }
+        self.closing = true;
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let responder = msg.responder;
+        ctx.wait(
+            async move { store.delete_room(&group, &room).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    if let Err(e) = res {
+                        act.closing = false;
+                        responder.respond(&act.group_id, &act.room_id, Err(e.into()));
+                        return;
+                    }
+                    act.broadcast(
+                        &ServerFrame::Room {
+                            group: act.group_id.as_str(),
+                            room: act.room_id.as_str(),
+                            kind: RoomEventKind::Deleted,
+                            last: None,
+                            unread: None,
+                        },
+                        None,
+                    );
+                    let users: Vec<UserId> = act.members.keys().cloned().collect();
+                    act.present.clear();
+                    act.notify_group(users, RoomEventKind::Deleted);
+                    act.members.clear();
+                    act.cursors.clear();
+                    act.dirty.clear();
+                    act.sessions.clear();
+                    responder.respond(&act.group_id, &act.room_id, Ok(()));
+                    ctx.stop();
+                }),
+        );
+    }
+}
+
+impl Handler<Drain> for RoomActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Drain, ctx: &mut Self::Context) -> Self::Result {
+        self.closing = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.drained.push(tx);
+        if self.pending.is_empty() {
+            self.finish_drain(ctx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

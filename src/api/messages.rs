@@ -1,0 +1,136 @@
+//! Messages over REST (PROTOCOL.md §4.2): history and send, with exactly the rules of the
+//! WebSocket `history` and `send` because both go through the room's actor.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::{answer, authenticate, group_of, room_of};
+use crate::actors::Responder;
+use crate::actors::room::{GetHistory, PostMessage};
+use crate::ids::UserId;
+use crate::protocol::codec::{DEFAULT_PAGE, MAX_PAGE, check_cmid, check_text};
+use crate::protocol::{ErrorCode, MessageKind};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    before: Option<u64>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/groups/{group}/rooms/{room}/messages?before=&limit=`
+pub async fn history(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = authenticate(&req, &state)?;
+    let (group, room) = path.into_inner();
+    let group = group_of(&principal, &group)?;
+    let room = room_of(&room)?;
+    let limit = match query.limit {
+        None => DEFAULT_PAGE,
+        Some(n) if n <= 0 => {
+            return Err(ApiError::new(ErrorCode::BadRequest, "`limit` must be at least 1"));
+        }
+        Some(n) => (n as u64).min(MAX_PAGE as u64) as usize,
+    };
+    let (responder, rx) = Responder::channel();
+    state
+        .directory
+        .deliver(
+            &group,
+            &room,
+            None,
+            GetHistory {
+                user: principal.user.clone(),
+                service: principal.service,
+                before: query.before,
+                limit,
+                responder,
+            },
+        )
+        .await?;
+    let page = answer(rx).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    kind: MessageKind,
+    text: Option<String>,
+    media: Option<String>,
+    cmid: String,
+    /// Service tokens only: send as this user.
+    from: Option<String>,
+}
+
+/// `POST /v1/groups/{group}/rooms/{room}/messages`: 201 with the `sent` object.
+pub async fn send(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Json<SendBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = authenticate(&req, &state)?;
+    let (group, room) = path.into_inner();
+    let group = group_of(&principal, &group)?;
+    let room = room_of(&room)?;
+    let body = body.into_inner();
+    let fail = |(code, message): (ErrorCode, &'static str)| ApiError::new(code, message);
+    check_cmid(&body.cmid).map_err(fail)?;
+    if let Some(text) = &body.text {
+        check_text(text, state.settings.limits.text).map_err(fail)?;
+    }
+    match body.kind {
+        MessageKind::Text if body.text.as_deref().is_none_or(str::is_empty) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`text` is required for text messages",
+            ));
+        }
+        MessageKind::Image | MessageKind::Video | MessageKind::File
+            if body.media.as_deref().is_none_or(str::is_empty) =>
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`media` is required for this kind",
+            ));
+        }
+        _ => {}
+    }
+    let from = match body.from {
+        Some(from) if principal.service => UserId::parse(&from)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("`from` {e}")))?,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only service tokens may send as another user",
+            ));
+        }
+        None => principal.user.clone(),
+    };
+    let (responder, rx) = Responder::channel();
+    state
+        .directory
+        .deliver(
+            &group,
+            &room,
+            None,
+            PostMessage {
+                from,
+                service: principal.service,
+                kind: body.kind,
+                text: body.text,
+                media: body.media,
+                cmid: body.cmid,
+                responder,
+            },
+        )
+        .await?;
+    let sent = answer(rx).await?;
+    Ok(HttpResponse::Created().json(sent))
+}

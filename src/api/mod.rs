@@ -1,0 +1,142 @@
+//! The HTTP side of the node on actix-web: authentication of every call, the route table, and
+//! JSON error handling. One file per resource: [`rooms`], [`messages`], [`ops`].
+
+pub mod error;
+pub mod messages;
+pub mod ops;
+pub mod rooms;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::auth::{AuthError, Principal};
+use crate::error::ChatError;
+use crate::ids::{GroupId, RoomId};
+use crate::protocol::ErrorCode;
+use crate::state::AppState;
+use error::{ApiError, error_response};
+
+/// Verifies the caller's token: `Authorization: Bearer <jwt>` or `?token=<jwt>`.
+pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
+    #[derive(Deserialize)]
+    struct TokenQuery {
+        token: Option<String>,
+    }
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
+    let token = match header {
+        Some(token) => token,
+        None => serde_urlencoded::from_str::<TokenQuery>(req.query_string())
+            .ok()
+            .and_then(|q| q.token)
+            .unwrap_or_default(),
+    };
+    state.verifier.verify(&token).map_err(|e| {
+        let message = match e {
+            AuthError::Missing => "a bearer token is required",
+            AuthError::Expired => "the token has expired",
+            AuthError::Invalid(_) | AuthError::Setup(_) => "the token is not valid",
+        };
+        ApiError::new(ErrorCode::Unauthorized, message)
+    })
+}
+
+/// Parses the `{group}` and `{room}` path segments and checks the token allows the group.
+pub fn group_of(principal: &Principal, group: &str) -> Result<GroupId, ApiError> {
+    let group = GroupId::parse(group).map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "the group must be 1..=64 bytes of [A-Za-z0-9_.-]",
+        )
+    })?;
+    if !principal.may_use(&group) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "your token does not allow this group",
+        ));
+    }
+    Ok(group)
+}
+
+pub fn room_of(room: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(room).map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "the room must be 1..=64 bytes of [A-Za-z0-9_.-]",
+        )
+    })
+}
+
+/// Waits for an actor's answer through a oneshot.
+pub async fn answer<T>(
+    rx: tokio::sync::oneshot::Receiver<Result<T, ChatError>>,
+) -> Result<T, ApiError> {
+    match rx.await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError(ChatError::unavailable())),
+    }
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => {
+            ApiError::new(ErrorCode::TooLarge, "the request body is too large")
+        }
+        E::ContentType => ApiError::new(
+            ErrorCode::BadRequest,
+            "the body must be application/json",
+        ),
+        E::Deserialize(e) => ApiError::new(ErrorCode::BadRequest, format!("invalid JSON: {e}")),
+        _ => ApiError::new(ErrorCode::BadRequest, "the body could not be read"),
+    };
+    api.into()
+}
+
+fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::new(ErrorCode::BadRequest, format!("invalid query: {err}")).into()
+}
+
+fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::new(ErrorCode::BadRequest, format!("invalid path: {err}")).into()
+}
+
+async fn not_found() -> HttpResponse {
+    error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+}
+
+/// The node's routes. `/metrics` is left out when it has its own listener.
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+    let body_limit = state.settings.limits.http_body;
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(|err, _req| json_error(err)),
+    )
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/v1/ws", web::get().to(crate::session::ws::upgrade))
+    .service(
+        web::scope("/v1/groups/{group}/rooms")
+            .route("", web::post().to(rooms::create))
+            .route("", web::get().to(rooms::list))
+            .route("/{room}", web::get().to(rooms::get))
+            .route("/{room}", web::delete().to(rooms::delete))
+            .route("/{room}/join", web::post().to(rooms::join))
+            .route("/{room}/members", web::post().to(rooms::add_member))
+            .route("/{room}/members/{user}", web::delete().to(rooms::remove_member))
+            .route("/{room}/messages", web::get().to(messages::history))
+            .route("/{room}/messages", web::post().to(messages::send)),
+    );
+    if state.settings.metrics_listen.is_none() {
+        cfg.route("/metrics", web::get().to(ops::metrics));
+    }
+    cfg.default_service(web::to(not_found));
+}

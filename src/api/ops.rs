@@ -1,0 +1,56 @@
+//! Operations (PROTOCOL.md §4.5): liveness, readiness (the store answers) and Prometheus
+//! metrics from the `metrics` recorder. None of them needs a token.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+
+use super::error::error_response;
+use crate::protocol::ErrorCode;
+use crate::state::AppState;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// `GET /readyz`: the store answers and the node is not draining.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.shutdown.is_cancelled() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the node is shutting down",
+        );
+    }
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.deps.store.ping()).await;
+    match ping {
+        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the store is unavailable",
+            )
+        }
+        Err(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the store did not answer in time",
+        ),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match &state.metrics {
+        Some(handle) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(handle.render()),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "metrics are not enabled in this process",
+        ),
+    }
+}

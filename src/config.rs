@@ -1,0 +1,441 @@
+//! The settings tree: built-in defaults, then a TOML file, then `CHATNODE_*` environment
+//! variables (PROTOCOL.md §5), validated once at start with messages that name the bad setting.
+//! `config/default.toml` documents every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::MAX_NODE_ID;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Embedded,
+    Scylla,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address and port the node listens on.
+    pub listen: String,
+    /// Where the embedded store, the generated secret and local media live.
+    pub data_dir: PathBuf,
+    /// This node's id in message ids (0..=1023).
+    pub node_id: u16,
+    /// `embedded` or `scylla`.
+    pub store: StoreBackend,
+    /// Serve `/metrics` on this separate address instead of the main listener.
+    pub metrics_listen: Option<String>,
+    /// Worker threads for HTTP and WebSocket connections (0: one per core).
+    pub workers: usize,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub ws: WsSettings,
+    pub rooms: RoomSettings,
+    pub shutdown: ShutdownSettings,
+    pub scylla: ScyllaSettings,
+    pub media: MediaSettings,
+    pub push: PushSettings,
+}
+
+/// ScyllaDB settings (PROTOCOL.md §5), used when `store = "scylla"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaSettings {
+    /// Contact points, comma-separated `host:port`.
+    pub nodes: Option<String>,
+    pub keyspace: String,
+}
+
+impl Default for ScyllaSettings {
+    fn default() -> Self {
+        Self {
+            nodes: None,
+            keyspace: "chatnode".into(),
+        }
+    }
+}
+
+/// Media storage settings (PROTOCOL.md §5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSettings {
+    /// `local` (under the data directory) or `s3`.
+    pub backend: String,
+    pub s3_bucket: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+        }
+    }
+}
+
+/// FCM push settings (PROTOCOL.md §5). Push is off without a key file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    pub fcm_key_file: Option<PathBuf>,
+    pub fcm_endpoint: String,
+    pub coalesce_ms: u64,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            fcm_key_file: None,
+            fcm_endpoint: "https://fcm.googleapis.com".into(),
+            coalesce_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `HS256` (with `secret`) or `RS256` / `ES256` (with `public_key_file`).
+    pub algorithm: JwtAlgorithm,
+    /// The HS256 secret. Unset: generated on first start into `<data_dir>/auth.secret`.
+    pub secret: Option<String>,
+    /// PEM public key for RS256 / ES256.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock leeway on `exp`, in seconds (at most 60).
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest WebSocket frame accepted, in bytes (larger: close 1009).
+    pub frame: usize,
+    /// Largest message text, in bytes of UTF-8.
+    pub text: usize,
+    /// Requests per second per connection.
+    pub rate: u32,
+    /// Burst above the rate.
+    pub burst: u32,
+    /// Rejected requests within 10 seconds that close the connection with 4009.
+    pub abuse: u32,
+    /// Frames a connection may have queued before it is closed with 4008.
+    pub outbound_queue: usize,
+    /// Largest REST request body, in bytes.
+    pub http_body: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsSettings {
+    /// Seconds between server pings; a connection silent for two is dropped.
+    pub heartbeat_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomSettings {
+    /// Seconds an empty room's actor lives on after its last activity.
+    pub idle_secs: u64,
+    /// Seconds a group actor with no rooms and no subscribers lives on.
+    pub group_idle_secs: u64,
+    /// Latest messages each room actor keeps in memory.
+    pub cache_messages: usize,
+    /// Milliseconds between batched cursor writes.
+    pub cursor_flush_ms: u64,
+    /// Recently seen `cmid`s kept in memory per room (older ones are checked in the store).
+    pub recent_cmids: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// Seconds to wait for connections to drain after SIGTERM.
+    pub grace_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            node_id: 0,
+            store: StoreBackend::Embedded,
+            metrics_listen: None,
+            workers: 0,
+            log: "info,fjall=warn,lsm_tree=warn".into(),
+            log_format: "text".into(),
+            auth: AuthSettings::default(),
+            limits: LimitSettings::default(),
+            ws: WsSettings::default(),
+            rooms: RoomSettings::default(),
+            shutdown: ShutdownSettings::default(),
+            scylla: ScyllaSettings::default(),
+            media: MediaSettings::default(),
+            push: PushSettings::default(),
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::HS256,
+            secret: None,
+            public_key_file: None,
+            leeway_secs: 60,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            frame: 64 * 1024,
+            text: 16 * 1024,
+            rate: 30,
+            burst: 60,
+            abuse: 100,
+            outbound_queue: 1024,
+            http_body: 256 * 1024,
+        }
+    }
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self { heartbeat_secs: 25 }
+    }
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self {
+            idle_secs: 300,
+            group_idle_secs: 600,
+            cache_messages: 256,
+            cursor_flush_ms: 1000,
+            recent_cmids: 4096,
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { grace_secs: 10 }
+    }
+}
+
+/// Maps `CHATNODE_*` variable names (without the prefix, lower case) onto setting paths.
+fn env_key(name: &str) -> String {
+    const SECTIONS: [(&str, &str); 9] = [
+        ("scylla_", "scylla."),
+        ("media_", "media."),
+        ("push_", "push."),
+        ("auth_", "auth."),
+        ("limit_", "limits."),
+        ("limits_", "limits."),
+        ("ws_", "ws."),
+        ("rooms_", "rooms."),
+        ("shutdown_", "shutdown."),
+    ];
+    for (prefix, section) in SECTIONS {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            return format!("{section}{rest}");
+        }
+    }
+    name.to_owned()
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    problem: format!("names {} which does not exist", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(
+            Env::prefixed("CHATNODE_")
+                // Variables of the test harness, not settings.
+                .filter(|k| !k.as_str().starts_with("test_"))
+                .map(|k| env_key(k.as_str()).into()),
+        );
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return invalid("listen", "must be an address and port such as 127.0.0.1:8080");
+        }
+        if let Some(metrics) = &self.metrics_listen
+            && metrics.parse::<SocketAddr>().is_err()
+        {
+            return invalid("metrics_listen", "must be an address and port");
+        }
+        if self.node_id > MAX_NODE_ID {
+            return invalid("node_id", "must be between 0 and 1023");
+        }
+        if self.store == StoreBackend::Scylla {
+            return invalid(
+                "store",
+                "`scylla` is not available in this build yet; use `embedded`",
+            );
+        }
+        if self.media.backend != "local" {
+            return invalid(
+                "media.backend",
+                "only `local` is available in this build; S3 arrives with the media issue",
+            );
+        }
+        if self.push.fcm_key_file.is_some() {
+            return invalid(
+                "push.fcm_key_file",
+                "push is not available in this build yet; leave it unset",
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid("log_format", "must be `text` or `json`");
+        }
+        match self.auth.algorithm {
+            JwtAlgorithm::HS256 => {
+                if self.auth.secret.as_ref().is_some_and(|s| s.len() < 32) {
+                    return invalid("auth.secret", "must be at least 32 bytes");
+                }
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                if self.auth.public_key_file.is_none() {
+                    return invalid(
+                        "auth.public_key_file",
+                        "is required with RS256 and ES256",
+                    );
+                }
+            }
+        }
+        if self.auth.leeway_secs > 60 {
+            return invalid("auth.leeway_secs", "may be at most 60");
+        }
+        let l = &self.limits;
+        if l.frame < 1024 {
+            return invalid("limits.frame", "must be at least 1024 bytes");
+        }
+        if l.text == 0 || l.text >= l.frame {
+            return invalid("limits.text", "must be above 0 and below limits.frame");
+        }
+        if l.rate == 0 {
+            return invalid("limits.rate", "must be at least 1");
+        }
+        if l.burst < l.rate {
+            return invalid("limits.burst", "must be at least limits.rate");
+        }
+        if l.abuse == 0 {
+            return invalid("limits.abuse", "must be at least 1");
+        }
+        if l.outbound_queue < 16 {
+            return invalid("limits.outbound_queue", "must be at least 16");
+        }
+        if l.http_body < 1024 {
+            return invalid("limits.http_body", "must be at least 1024 bytes");
+        }
+        if self.ws.heartbeat_secs == 0 {
+            return invalid("ws.heartbeat_secs", "must be at least 1");
+        }
+        if self.rooms.cache_messages < crate::protocol::codec::MAX_PAGE {
+            return invalid("rooms.cache_messages", "must be at least 200");
+        }
+        if self.rooms.cursor_flush_ms == 0 {
+            return invalid("rooms.cursor_flush_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn env_names_map_to_sections() {
+        assert_eq!(env_key("limit_rate"), "limits.rate");
+        assert_eq!(env_key("auth_secret"), "auth.secret");
+        assert_eq!(env_key("data_dir"), "data_dir");
+        assert_eq!(env_key("ws_heartbeat_secs"), "ws.heartbeat_secs");
+        assert_eq!(env_key("media_s3_bucket"), "media.s3_bucket");
+        assert_eq!(env_key("push_fcm_key_file"), "push.fcm_key_file");
+        assert_eq!(env_key("scylla_nodes"), "scylla.nodes");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let mut s = Settings::default();
+        s.limits.burst = 1;
+        let err = s.validate().expect_err("burst below rate");
+        assert!(err.to_string().contains("limits.burst"), "{err}");
+        let mut s = Settings::default();
+        s.listen = "nowhere".into();
+        assert!(s.validate().expect_err("bad listen").to_string().contains("listen"));
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[limits]\nrat = 5\n").expect("write");
+        let err = Settings::load(Some(&path)).expect_err("unknown key");
+        assert!(err.to_string().contains("rat"), "{err}");
+    }
+}

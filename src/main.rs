@@ -1,0 +1,102 @@
+//! The `chatnode` command: `serve` runs a node, `token` mints a token for trying it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use chatnode::auth::{mint, resolve_secret};
+use chatnode::config::{JwtAlgorithm, Settings};
+
+#[derive(Parser)]
+#[command(name = "chatnode", version, about = "An actor-based, high-performance chat server node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node (embedded defaults when nothing is configured).
+    Serve {
+        /// A TOML settings file (see config/default.toml); CHATNODE_* variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Prints a token signed with the node's HS256 secret, to try the node at once.
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+        /// A service token: may act on any room and send as any user.
+        #[arg(long)]
+        service: bool,
+        /// Limit the token to these groups (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The same settings file the node uses, to find its secret.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if settings.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatnode: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_tracing(&settings);
+            actix_web::rt::System::new().block_on(chatnode::node::run(settings))
+        }
+        Command::Token {
+            user,
+            name,
+            ttl,
+            service,
+            groups,
+            config,
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            if settings.auth.algorithm != JwtAlgorithm::HS256 {
+                anyhow::bail!(
+                    "this node verifies {:?} tokens; mint them with the private key's owner",
+                    settings.auth.algorithm
+                );
+            }
+            let secret = resolve_secret(&settings.auth, &settings.data_dir)?;
+            let groups = (!groups.is_empty()).then_some(groups);
+            let token = mint(&secret, &user, name.as_deref(), ttl, service, groups)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

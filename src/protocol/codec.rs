@@ -1,0 +1,474 @@
+//! MessagePack encoding and decoding of frames, with the limits of §3.4.
+//!
+//! Decoding is one typed pass over the bytes (strings borrowed, unknown keys skipped); only when
+//! that fails does a second, lenient pass classify the error (`bad_frame` or `bad_request`) and
+//! recover the request's `r` so the `err` can carry it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+
+use super::frame::{ErrorCode, MessageKind, Request, SendRequest, ServerFrame};
+use crate::ids::{GroupId, RoomId, UserId};
+
+/// The largest `limit` a history page or `enter` may ask for.
+pub const MAX_PAGE: usize = 200;
+/// The page size when a request names none.
+pub const DEFAULT_PAGE: usize = 50;
+/// The longest `cmid`, in bytes.
+pub const MAX_CMID: usize = 64;
+
+/// Why a client frame was refused. The connection stays open after every one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DecodeError {
+    pub r: Option<u32>,
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+impl DecodeError {
+    fn new(r: Option<u32>, code: ErrorCode, message: &'static str) -> Self {
+        Self { r, code, message }
+    }
+}
+
+/// A request as it arrives: every field optional, strings borrowed from the frame.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow, default)]
+    t: Option<&'a str>,
+    #[serde(default)]
+    r: Option<u32>,
+    #[serde(borrow, default)]
+    group: Option<&'a str>,
+    #[serde(borrow, default)]
+    room: Option<&'a str>,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(borrow, default)]
+    kind: Option<&'a str>,
+    #[serde(borrow, default)]
+    text: Option<&'a str>,
+    #[serde(borrow, default)]
+    media: Option<&'a str>,
+    #[serde(borrow, default)]
+    cmid: Option<&'a str>,
+    #[serde(borrow, default)]
+    from: Option<&'a str>,
+}
+
+/// True when `bytes` starts with a MessagePack map marker (fixmap, map16, map32).
+fn is_map(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf))
+}
+
+/// Classifies a frame that failed the typed pass: not a map or no string `t` is `bad_frame`,
+/// anything else (a field of the wrong type) is `bad_request`.
+fn classify(bytes: &[u8]) -> DecodeError {
+    let mut cursor = bytes;
+    let Ok(value) = rmpv::decode::read_value(&mut cursor) else {
+        return DecodeError::new(None, ErrorCode::BadFrame, "not a MessagePack map");
+    };
+    let Some(map) = value.as_map() else {
+        return DecodeError::new(None, ErrorCode::BadFrame, "not a MessagePack map");
+    };
+    let field = |name: &str| {
+        map.iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v)
+    };
+    let r = field("r")
+        .and_then(rmpv::Value::as_u64)
+        .and_then(|r| u32::try_from(r).ok());
+    match field("t") {
+        Some(t) if t.is_str() => {
+            DecodeError::new(r, ErrorCode::BadRequest, "a field has the wrong type")
+        }
+        _ => DecodeError::new(r, ErrorCode::BadFrame, "the frame has no string `t`"),
+    }
+}
+
+fn group_of(r: Option<u32>, s: Option<&str>) -> Result<GroupId, DecodeError> {
+    let s = s.ok_or(DecodeError::new(r, ErrorCode::BadRequest, "`group` is required"))?;
+    GroupId::parse(s).map_err(|_| {
+        DecodeError::new(
+            r,
+            ErrorCode::BadRequest,
+            "`group` must be 1..=64 bytes of [A-Za-z0-9_.-]",
+        )
+    })
+}
+
+fn room_of(r: Option<u32>, s: Option<&str>) -> Result<RoomId, DecodeError> {
+    let s = s.ok_or(DecodeError::new(r, ErrorCode::BadRequest, "`room` is required"))?;
+    RoomId::parse(s).map_err(|_| {
+        DecodeError::new(
+            r,
+            ErrorCode::BadRequest,
+            "`room` must be 1..=64 bytes of [A-Za-z0-9_.-]",
+        )
+    })
+}
+
+fn page_limit(
+    r: Option<u32>,
+    limit: Option<i64>,
+    clamp: bool,
+) -> Result<usize, DecodeError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if n <= 0 => Err(DecodeError::new(
+            r,
+            ErrorCode::BadRequest,
+            "`limit` must be at least 1",
+        )),
+        Some(n) if n as u64 > MAX_PAGE as u64 && !clamp => Err(DecodeError::new(
+            r,
+            ErrorCode::BadRequest,
+            "`limit` may be at most 200",
+        )),
+        Some(n) => Ok((n as u64).min(MAX_PAGE as u64) as usize),
+    }
+}
+
+/// Checks a message text against the configured limit.
+pub fn check_text(text: &str, max_text: usize) -> Result<(), (ErrorCode, &'static str)> {
+    if text.len() > max_text {
+        return Err((ErrorCode::TooLarge, "`text` is over the text limit"));
+    }
+    Ok(())
+}
+
+/// Checks a `cmid`: 1..=64 bytes.
+pub fn check_cmid(cmid: &str) -> Result<(), (ErrorCode, &'static str)> {
+    if cmid.is_empty() || cmid.len() > MAX_CMID {
+        return Err((ErrorCode::BadRequest, "`cmid` must be 1..=64 bytes"));
+    }
+    Ok(())
+}
+
+/// Decodes and validates one client frame. `max_text` is the text limit in bytes.
+pub fn decode_request(bytes: &[u8], max_text: usize) -> Result<Request, DecodeError> {
+    if !is_map(bytes) {
+        return Err(DecodeError::new(
+            None,
+            ErrorCode::BadFrame,
+            "not a MessagePack map",
+        ));
+    }
+    let raw: RawFrame<'_> = rmp_serde::from_slice(bytes).map_err(|_| classify(bytes))?;
+    let r = raw.r;
+    let Some(t) = raw.t else {
+        return Err(DecodeError::new(
+            r,
+            ErrorCode::BadFrame,
+            "the frame has no string `t`",
+        ));
+    };
+    let bad = |message| DecodeError::new(r, ErrorCode::BadRequest, message);
+    let checked = |res: Result<(), (ErrorCode, &'static str)>| {
+        res.map_err(|(code, message)| DecodeError::new(r, code, message))
+    };
+    let request = match t {
+        "ping" => Request::Ping,
+        "sub" => Request::Sub {
+            group: group_of(r, raw.group)?,
+        },
+        "unsub" => Request::Unsub {
+            group: group_of(r, raw.group)?,
+        },
+        "enter" => Request::Enter {
+            group: group_of(r, raw.group)?,
+            room: room_of(r, raw.room)?,
+            since: raw.since,
+            limit: page_limit(r, raw.limit, false)?,
+        },
+        "leave" => Request::Leave {
+            group: group_of(r, raw.group)?,
+            room: room_of(r, raw.room)?,
+        },
+        "send" => {
+            let group = group_of(r, raw.group)?;
+            let room = room_of(r, raw.room)?;
+            let kind = raw
+                .kind
+                .ok_or(bad("`kind` is required"))
+                .and_then(|k| {
+                    MessageKind::parse(k).ok_or(bad("`kind` must be text, image, video or file"))
+                })?;
+            let cmid = raw.cmid.ok_or(bad("`cmid` is required"))?;
+            checked(check_cmid(cmid))?;
+            if let Some(text) = raw.text {
+                checked(check_text(text, max_text))?;
+            }
+            match kind {
+                MessageKind::Text if raw.text.is_none_or(str::is_empty) => {
+                    return Err(bad("`text` is required for text messages"));
+                }
+                MessageKind::Image | MessageKind::Video | MessageKind::File
+                    if raw.media.is_none_or(str::is_empty) =>
+                {
+                    return Err(bad("`media` is required for this kind"));
+                }
+                _ => {}
+            }
+            let from = match raw.from {
+                Some(from) => {
+                    Some(UserId::parse(from).map_err(|_| bad("`from` is not a valid user"))?)
+                }
+                None => None,
+            };
+            Request::Send(SendRequest {
+                group,
+                room,
+                kind,
+                text: raw.text.map(str::to_owned),
+                media: raw.media.map(str::to_owned),
+                cmid: cmid.to_owned(),
+                from,
+            })
+        }
+        "read" => Request::Read {
+            group: group_of(r, raw.group)?,
+            room: room_of(r, raw.room)?,
+            id: raw.id.ok_or(bad("`id` is required"))?,
+        },
+        "history" => Request::History {
+            group: group_of(r, raw.group)?,
+            room: room_of(r, raw.room)?,
+            before: raw.before,
+            limit: page_limit(r, raw.limit, true)?,
+        },
+        "typing" => Request::Typing {
+            group: group_of(r, raw.group)?,
+            room: room_of(r, raw.room)?,
+        },
+        "edit" => {
+            let text = raw.text.ok_or(bad("`text` is required"))?;
+            if text.is_empty() {
+                return Err(bad("`text` may not be empty"));
+            }
+            checked(check_text(text, max_text))?;
+            Request::Edit {
+                group: group_of(r, raw.group)?,
+                room: room_of(r, raw.room)?,
+                id: raw.id.ok_or(bad("`id` is required"))?,
+                text: text.to_owned(),
+            }
+        }
+        "delete" => Request::Delete {
+            group: group_of(r, raw.group)?,
+            room: room_of(r, raw.room)?,
+            id: raw.id.ok_or(bad("`id` is required"))?,
+        },
+        _ => {
+            return Err(DecodeError::new(
+                r,
+                ErrorCode::UnknownType,
+                "unknown frame type",
+            ));
+        }
+    };
+    Ok(request)
+}
+
+/// Returns the `r` of a frame that decoded, for replies.
+pub fn request_r(bytes: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct OnlyR {
+        #[serde(default)]
+        r: Option<u32>,
+    }
+    rmp_serde::from_slice::<OnlyR>(bytes).ok().and_then(|f| f.r)
+}
+
+/// Encodes a server frame as a MessagePack map with string keys.
+pub fn encode(frame: &ServerFrame<'_>) -> Bytes {
+    let mut writer = BytesMut::with_capacity(128).writer();
+    // Serialising our own frame types into memory cannot fail: every map has a known length
+    // and every key is a string.
+    if rmp_serde::encode::write_named(&mut writer, frame).is_err() {
+        return encode_internal_error();
+    }
+    writer.into_inner().freeze()
+}
+
+fn encode_internal_error() -> Bytes {
+    let frame = ServerFrame::Err {
+        r: None,
+        code: ErrorCode::Internal,
+        message: "the server could not encode a frame",
+    };
+    Bytes::from(rmp_serde::to_vec_named(&frame).unwrap_or_default())
+}
+
+/// Encodes an `err` frame.
+pub fn encode_err(r: Option<u32>, code: ErrorCode, message: &str) -> Bytes {
+    encode(&ServerFrame::Err { r, code, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{Id, MediaRef};
+    use serde::Serialize;
+
+    fn frame<T: Serialize>(value: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(value).expect("encode")
+    }
+
+    #[derive(Serialize)]
+    struct SendFrame<'a> {
+        t: &'a str,
+        r: u32,
+        group: &'a str,
+        room: &'a str,
+        kind: &'a str,
+        text: &'a str,
+        cmid: &'a str,
+        extra: u8,
+    }
+
+    #[test]
+    fn decodes_a_send_and_ignores_unknown_keys() {
+        let bytes = frame(&SendFrame {
+            t: "send",
+            r: 7,
+            group: "g",
+            room: "r",
+            kind: "text",
+            text: "hi",
+            cmid: "c1",
+            extra: 1,
+        });
+        let request = decode_request(&bytes, 16).expect("decodes");
+        let Request::Send(send) = request else {
+            panic!("not a send: {request:?}");
+        };
+        assert_eq!(send.text.as_deref(), Some("hi"));
+        assert_eq!(send.cmid, "c1");
+        assert_eq!(request_r(&bytes), Some(7));
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let not_map = frame(&[1, 2, 3]);
+        assert_eq!(
+            decode_request(&not_map, 16).map_err(|e| e.code),
+            Err(ErrorCode::BadFrame)
+        );
+        assert_eq!(
+            decode_request(b"\x81\xa1x\x01", 16).map_err(|e| e.code),
+            Err(ErrorCode::BadFrame)
+        );
+        #[derive(Serialize)]
+        struct Wrong<'a> {
+            t: &'a str,
+            r: u32,
+            group: u32,
+        }
+        let wrong = frame(&Wrong {
+            t: "sub",
+            r: 3,
+            group: 5,
+        });
+        let err = decode_request(&wrong, 16).expect_err("wrong type");
+        assert_eq!((err.code, err.r), (ErrorCode::BadRequest, Some(3)));
+        #[derive(Serialize)]
+        struct Unknown<'a> {
+            t: &'a str,
+        }
+        let unknown = frame(&Unknown { t: "dance" });
+        assert_eq!(
+            decode_request(&unknown, 16).map_err(|e| e.code),
+            Err(ErrorCode::UnknownType)
+        );
+        assert_eq!(
+            decode_request(b"\xc1", 16).map_err(|e| e.code),
+            Err(ErrorCode::BadFrame)
+        );
+        assert_eq!(
+            decode_request(b"", 16).map_err(|e| e.code),
+            Err(ErrorCode::BadFrame)
+        );
+    }
+
+    #[test]
+    fn enforces_text_and_limit_rules() {
+        let long = SendFrame {
+            t: "send",
+            r: 1,
+            group: "g",
+            room: "r",
+            kind: "text",
+            text: "0123456789abcdefX",
+            cmid: "c",
+            extra: 0,
+        };
+        assert_eq!(
+            decode_request(&frame(&long), 16).map_err(|e| e.code),
+            Err(ErrorCode::TooLarge)
+        );
+        #[derive(Serialize)]
+        struct History<'a> {
+            t: &'a str,
+            group: &'a str,
+            room: &'a str,
+            limit: i64,
+        }
+        let zero = frame(&History {
+            t: "history",
+            group: "g",
+            room: "r",
+            limit: 0,
+        });
+        assert_eq!(
+            decode_request(&zero, 16).map_err(|e| e.code),
+            Err(ErrorCode::BadRequest)
+        );
+        let big = frame(&History {
+            t: "history",
+            group: "g",
+            room: "r",
+            limit: 1000,
+        });
+        assert!(matches!(
+            decode_request(&big, 16),
+            Ok(Request::History { limit: 200, .. })
+        ));
+    }
+
+    #[test]
+    fn encodes_maps_with_string_keys() {
+        let media = MediaRef {
+            id: "m".into(),
+            content_type: "image/png".into(),
+            size: 3,
+            name: None,
+        };
+        let bytes = encode(&ServerFrame::Msg {
+            group: "g",
+            room: "r",
+            id: Id(42),
+            from: "u",
+            kind: MessageKind::Image,
+            text: None,
+            media: Some(&media),
+            ts: 1,
+            unread: 2,
+            cmid: Some("c"),
+        });
+        let value = rmpv::decode::read_value(&mut &bytes[..]).expect("valid msgpack");
+        let map = value.as_map().expect("a map");
+        assert_eq!(map[0].0.as_str(), Some("t"));
+        assert_eq!(map[0].1.as_str(), Some("msg"));
+        assert!(map.iter().any(|(k, v)| k.as_str() == Some("id") && v.as_u64() == Some(42)));
+        assert!(!map.iter().any(|(k, _)| k.as_str() == Some("text")));
+    }
+}

@@ -1,0 +1,231 @@
+//! Storage: the [`Store`] trait every backend implements, the records it keeps, and its errors.
+//!
+//! Backends: [`embedded`] (fjall, the default) and, later, ScyllaDB. Both must pass the shared
+//! suite in [`conformance`]. Invariant: this module never imports actix; only `RoomActor`
+//! writes chat messages through it.
+
+pub mod conformance;
+pub mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{GroupId, MessageId, RoomId, UserId};
+use crate::protocol::{MediaRef, MessageKind};
+
+/// What can go wrong in a backend. Everything except `Corrupt` means "try again later".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("a stored record could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The kind of a room (§4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    Group,
+    Direct,
+    Open,
+}
+
+/// A room's durable description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub group: GroupId,
+    pub room: RoomId,
+    pub title: String,
+    pub kind: RoomKind,
+    pub owner: UserId,
+    pub max: Option<u32>,
+    /// An Argon2 PHC string, never the password itself.
+    pub password_hash: Option<String>,
+    pub created: i64,
+}
+
+/// A member of a room and their read cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub user: UserId,
+    /// The id of the last message this member has read.
+    pub cursor: MessageId,
+    /// The room's message count up to and including `cursor`, so that a member's unread count
+    /// is `room count - cursor_seq` without scanning messages.
+    pub cursor_seq: u64,
+    pub joined: i64,
+}
+
+/// A stored chat message. `seq` counts the room's messages (1 for the first), which lets the
+/// chat list compute unread counts from cursors alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    pub seq: u64,
+    pub from: UserId,
+    pub kind: MessageKind,
+    pub text: Option<String>,
+    pub media: Option<MediaRef>,
+    pub ts: i64,
+    pub cmid: Option<String>,
+    pub edited: Option<i64>,
+    pub deleted: bool,
+}
+
+/// The result of [`Store::append_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The message is durable.
+    Stored,
+    /// The same (user, room, cmid) was stored within the idempotency window: this is that one.
+    Duplicate(StoredMessage),
+}
+
+/// The result of [`Store::create_room`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// A room with that id exists already; here it is.
+    Exists(RoomRecord),
+}
+
+/// Everything a RoomActor needs to start: the room, its members, and the latest messages.
+#[derive(Debug, Clone)]
+pub struct LoadedRoom {
+    pub record: RoomRecord,
+    pub members: Vec<MemberRecord>,
+    /// The latest messages, oldest first (at most the number asked for).
+    pub recent: Vec<StoredMessage>,
+}
+
+/// One entry of a user's chat list, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatListEntry {
+    pub record: RoomRecord,
+    pub members: u32,
+    pub last: Option<StoredMessage>,
+    pub unread: u64,
+}
+
+/// A page of messages, oldest first, and whether more exist beyond it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub msgs: Vec<StoredMessage>,
+    pub more: bool,
+}
+
+/// How long an idempotency key is honoured (§3.1: 24 hours).
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The storage contract. Writes return only once durable. Implementations are shared between
+/// actors and routes as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the backend can serve requests (`/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates a room with its first members, unless a room with that id exists.
+    async fn create_room(
+        &self,
+        record: RoomRecord,
+        members: Vec<MemberRecord>,
+    ) -> StoreResult<CreateOutcome>;
+
+    async fn get_room(&self, group: &GroupId, room: &RoomId) -> StoreResult<Option<RoomRecord>>;
+
+    /// Deletes a room, its members, their chat-list entries, its messages and its keys.
+    async fn delete_room(&self, group: &GroupId, room: &RoomId) -> StoreResult<()>;
+
+    /// Loads a room for its actor, with at most `recent` of its latest messages.
+    async fn load_room(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        recent: usize,
+    ) -> StoreResult<Option<LoadedRoom>>;
+
+    /// Adds or replaces a member (and their chat-list entry).
+    async fn put_member(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        member: MemberRecord,
+    ) -> StoreResult<()>;
+
+    async fn remove_member(&self, group: &GroupId, room: &RoomId, user: &UserId)
+    -> StoreResult<()>;
+
+    /// Writes many members' read cursors at once (members that no longer exist are skipped).
+    async fn save_cursors(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        cursors: Vec<(UserId, MessageId, u64)>,
+    ) -> StoreResult<()>;
+
+    /// Appends a message. With `cmid`, the (sender, room, cmid) key makes the append
+    /// idempotent for [`IDEMPOTENCY_WINDOW_MS`]: a second append returns the first message.
+    async fn append_message(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        msg: StoredMessage,
+    ) -> StoreResult<AppendOutcome>;
+
+    /// Replaces a stored message (edit or tombstone). A tombstone is never overwritten by a
+    /// later non-deleted version: deletion wins.
+    async fn update_message(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        msg: StoredMessage,
+    ) -> StoreResult<()>;
+
+    async fn get_message(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        id: MessageId,
+    ) -> StoreResult<Option<StoredMessage>>;
+
+    /// The messages with id < `before` (or the latest), oldest first, at most `limit`.
+    async fn messages_before(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Page>;
+
+    /// The messages with id > `since`, oldest first, at most `limit`; `more` when newer remain.
+    async fn messages_after(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        since: MessageId,
+        limit: usize,
+    ) -> StoreResult<Page>;
+
+    /// The latest message with id <= `id`, if any (to learn a cursor's `seq`).
+    async fn message_at_or_before(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        id: MessageId,
+    ) -> StoreResult<Option<StoredMessage>>;
+
+    /// The user's rooms in a group, most recent activity first.
+    async fn chat_list(&self, user: &UserId, group: &GroupId) -> StoreResult<Vec<ChatListEntry>>;
+
+    /// Flushes and syncs everything; called once at shutdown.
+    async fn close(&self) -> StoreResult<()>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
