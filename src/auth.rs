@@ -123,8 +123,8 @@ impl Verifier {
             },
         )?;
         let claims = data.claims;
-        let user = UserId::parse(&claims.sub)
-            .map_err(|e| AuthError::Invalid(format!("`sub` {e}")))?;
+        let user =
+            UserId::parse(&claims.sub).map_err(|e| AuthError::Invalid(format!("`sub` {e}")))?;
         let groups = match claims.groups {
             Some(list) => Some(
                 list.iter()
@@ -228,8 +228,15 @@ mod tests {
     fn minted_tokens_verify() {
         let secret = b"0123456789abcdef0123456789abcdef";
         let verifier = Verifier::new(&settings(), Some(secret)).expect("verifier");
-        let token = mint(secret, "alice", Some("Alice"), 60, false, Some(vec!["g1".into()]))
-            .expect("mint");
+        let token = mint(
+            secret,
+            "alice",
+            Some("Alice"),
+            60,
+            false,
+            Some(vec!["g1".into()]),
+        )
+        .expect("mint");
         let p = verifier.verify(&token).expect("valid");
         assert_eq!(p.user.as_str(), "alice");
         assert!(!p.service);
@@ -241,10 +248,23 @@ mod tests {
     fn bad_tokens_are_refused() {
         let secret = b"0123456789abcdef0123456789abcdef";
         let verifier = Verifier::new(&settings(), Some(secret)).expect("verifier");
-        let other = mint(b"another-secret-another-secret-xx", "bob", None, 60, false, None)
-            .expect("mint");
-        assert!(matches!(verifier.verify(&other), Err(AuthError::Invalid(_))));
-        assert!(matches!(verifier.verify("garbage"), Err(AuthError::Invalid(_))));
+        let other = mint(
+            b"another-secret-another-secret-xx",
+            "bob",
+            None,
+            60,
+            false,
+            None,
+        )
+        .expect("mint");
+        assert!(matches!(
+            verifier.verify(&other),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            verifier.verify("garbage"),
+            Err(AuthError::Invalid(_))
+        ));
         assert!(matches!(verifier.verify(""), Err(AuthError::Missing)));
         let claims = Claims {
             sub: "carol".into(),

@@ -292,8 +292,8 @@ impl Settings {
         figment = figment.merge(
             Env::prefixed("CHATNODE_")
                 // Variables of the test harness, not settings.
-                .filter(|k| !k.as_str().starts_with("test_"))
-                .map(|k| env_key(k.as_str()).into()),
+                .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+                .map(|k| env_key(&k.as_str().to_ascii_lowercase()).into()),
         );
         let settings: Settings = figment.extract().map_err(Box::new)?;
         settings.validate()?;
@@ -309,7 +309,10 @@ impl Settings {
             })
         };
         if self.listen.parse::<SocketAddr>().is_err() {
-            return invalid("listen", "must be an address and port such as 127.0.0.1:8080");
+            return invalid(
+                "listen",
+                "must be an address and port such as 127.0.0.1:8080",
+            );
         }
         if let Some(metrics) = &self.metrics_listen
             && metrics.parse::<SocketAddr>().is_err()
@@ -348,10 +351,7 @@ impl Settings {
             }
             JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
                 if self.auth.public_key_file.is_none() {
-                    return invalid(
-                        "auth.public_key_file",
-                        "is required with RS256 and ES256",
-                    );
+                    return invalid("auth.public_key_file", "is required with RS256 and ES256");
                 }
             }
         }
@@ -425,9 +425,37 @@ mod tests {
         s.limits.burst = 1;
         let err = s.validate().expect_err("burst below rate");
         assert!(err.to_string().contains("limits.burst"), "{err}");
-        let mut s = Settings::default();
-        s.listen = "nowhere".into();
-        assert!(s.validate().expect_err("bad listen").to_string().contains("listen"));
+        let s = Settings {
+            listen: "nowhere".into(),
+            ..Settings::default()
+        };
+        assert!(
+            s.validate()
+                .expect_err("bad listen")
+                .to_string()
+                .contains("listen")
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn environment_overrides_nested_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHATNODE_AUTH_SECRET", "0123456789abcdef0123456789abcdef");
+            jail.set_env("CHATNODE_LIMIT_RATE", "99");
+            jail.set_env("CHATNODE_LIMIT_BURST", "120");
+            jail.set_env("CHATNODE_DATA_DIR", "/tmp/elsewhere");
+            jail.set_env("CHATNODE_TEST_SCYLLA", "ignored");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.limits.rate, 99);
+            assert_eq!(s.limits.burst, 120);
+            assert_eq!(s.data_dir, PathBuf::from("/tmp/elsewhere"));
+            assert!(s.auth.secret.is_some());
+            jail.set_env("CHATNODE_LIMIT_RAET", "5");
+            let err = Settings::load(None).expect_err("typo refused");
+            assert!(err.to_string().to_lowercase().contains("raet"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

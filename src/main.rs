@@ -10,7 +10,11 @@ use chatnode::auth::{mint, resolve_secret};
 use chatnode::config::{JwtAlgorithm, Settings};
 
 #[derive(Parser)]
-#[command(name = "chatnode", version, about = "An actor-based, high-performance chat server node")]
+#[command(
+    name = "chatnode",
+    version,
+    about = "An actor-based, high-performance chat server node"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,9 @@ fn init_tracing(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if settings.log_format == "json" {
         builder.json().init();
     } else {

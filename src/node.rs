@@ -23,14 +23,16 @@ use crate::auth::{Verifier, resolve_secret};
 use crate::config::{JwtAlgorithm, Settings};
 use crate::ids::Snowflake;
 use crate::state::AppState;
-use crate::store::embedded::EmbeddedStore;
 use crate::store::SharedStore;
+use crate::store::embedded::EmbeddedStore;
 
 fn install_metrics() -> Option<PrometheusHandle> {
     const SECONDS: &[f64] = &[
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     ];
-    const SIZES: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0];
+    const SIZES: &[f64] = &[
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+    ];
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full("chatnode_fanout_size".into()), SIZES))
@@ -63,14 +65,15 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -178,13 +181,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // 1. No new connections.
     server_handle.pause().await;
     // 2. Rooms finish their pending writes (senders get their `sent`), then flush cursors.
-    if tokio::time::timeout(grace, supervisor.send(DrainAll)).await.is_err() {
+    if tokio::time::timeout(grace, supervisor.send(DrainAll))
+        .await
+        .is_err()
+    {
         tracing::warn!("rooms did not drain within the grace period");
     }
     // 3. Connections write what is queued and close with 1001.
     state.shutdown.cancel();
     state.connections.close();
-    if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {
+    if tokio::time::timeout(grace, state.connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections did not close within the grace period");
     }
     // 4. The HTTP server and the store.

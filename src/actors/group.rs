@@ -19,13 +19,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::ActorDeps;
 use super::room::{Drain as DrainRoom, RoomActor, RoomStart};
 use super::supervisor::{GroupStopped, NodeSupervisor};
-use super::ActorDeps;
 use crate::error::ChatError;
 use crate::ids::{GroupId, RoomId, UserId};
-use crate::protocol::frame::{MessageSummary, RoomEventKind};
 use crate::protocol::ServerFrame;
+use crate::protocol::frame::{MessageSummary, RoomEventKind};
 use crate::session::handle::{SessionHandle, SessionId};
 
 // ---------------------------------------------------------------------------------------------
@@ -233,18 +233,21 @@ impl Actor for GroupActor {
         metrics::gauge!("chatnode_active_groups").increment(1.0);
         self.touch();
         let idle = Duration::from_secs(self.deps.settings.rooms.group_idle_secs.max(1));
-        ctx.run_interval((idle / 4).max(Duration::from_millis(250)), move |act, ctx| {
-            act.subscribers.retain(|_, sessions| {
-                sessions.retain(|s| !s.is_closed());
-                !sessions.is_empty()
-            });
-            act.subscriber_count
-                .store(act.subscribers.len(), Ordering::Relaxed);
-            act.touch();
-            if act.idle_since.is_some_and(|since| since.elapsed() >= idle) {
-                ctx.stop();
-            }
-        });
+        ctx.run_interval(
+            (idle / 4).max(Duration::from_millis(250)),
+            move |act, ctx| {
+                act.subscribers.retain(|_, sessions| {
+                    sessions.retain(|s| !s.is_closed());
+                    !sessions.is_empty()
+                });
+                act.subscriber_count
+                    .store(act.subscribers.len(), Ordering::Relaxed);
+                act.touch();
+                if act.idle_since.is_some_and(|since| since.elapsed() >= idle) {
+                    ctx.stop();
+                }
+            },
+        );
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -283,7 +286,10 @@ impl Handler<Subscribe> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
-        let sessions = self.subscribers.entry(msg.session.user().clone()).or_default();
+        let sessions = self
+            .subscribers
+            .entry(msg.session.user().clone())
+            .or_default();
         if !sessions.iter().any(|s| s.id() == msg.session.id()) {
             sessions.push(msg.session);
         }

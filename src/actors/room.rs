@@ -27,7 +27,9 @@ use crate::ids::{GroupId, MessageId, RoomId, Snowflake, UserId, now_ms};
 use crate::protocol::frame::{MessageSummary, RoomEventKind, summary_text};
 use crate::protocol::{ErrorCode, Id, MessageKind, ServerFrame};
 use crate::session::handle::{Encoded, SessionHandle, SessionId};
-use crate::store::{AppendOutcome, LoadedRoom, MemberRecord, RoomKind, RoomRecord, StoreError, StoredMessage};
+use crate::store::{
+    AppendOutcome, LoadedRoom, MemberRecord, RoomKind, RoomRecord, StoreError, StoredMessage,
+};
 
 /// At most one `typing` per user and room is forwarded in this interval (§3.1).
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
@@ -184,7 +186,10 @@ struct Pending {
 enum CmidState {
     /// The first send is in flight; these duplicates wait for its reply.
     InFlight(Vec<Responder<SentInfo>>),
-    Done { id: MessageId, ts: i64 },
+    Done {
+        id: MessageId,
+        ts: i64,
+    },
 }
 
 pub struct RoomActor {
@@ -476,7 +481,11 @@ impl RoomActor {
         let cursors: Vec<(UserId, MessageId, u64)> = self
             .dirty
             .drain()
-            .filter_map(|u| self.members.get(&u).map(|m| (u.clone(), m.cursor, m.cursor_seq)))
+            .filter_map(|u| {
+                self.members
+                    .get(&u)
+                    .map(|m| (u.clone(), m.cursor, m.cursor_seq))
+            })
             .collect();
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
@@ -498,11 +507,7 @@ impl RoomActor {
 
     /// Releases durable messages at the front of the pending queue, in id order.
     fn release_pending(&mut self) {
-        while self
-            .pending
-            .front()
-            .is_some_and(|p| p.result.is_some())
-        {
+        while self.pending.front().is_some_and(|p| p.result.is_some()) {
             let Some(Pending {
                 msg,
                 responder,
@@ -624,7 +629,11 @@ impl RoomActor {
         let cursors: Vec<(UserId, MessageId, u64)> = self
             .dirty
             .drain()
-            .filter_map(|u| self.members.get(&u).map(|m| (u.clone(), m.cursor, m.cursor_seq)))
+            .filter_map(|u| {
+                self.members
+                    .get(&u)
+                    .map(|m| (u.clone(), m.cursor, m.cursor_seq))
+            })
             .collect();
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
@@ -858,7 +867,10 @@ impl Handler<Attach> for RoomActor {
         let session_id = msg.session.id();
         let newly_present = !self.present.contains_key(&user);
         if self.sessions.insert(session_id, msg.session).is_none() {
-            self.present.entry(user.clone()).or_default().push(session_id);
+            self.present
+                .entry(user.clone())
+                .or_default()
+                .push(session_id);
         }
         if newly_present {
             metrics::gauge!("chatnode_present_users").increment(1.0);
@@ -873,16 +885,16 @@ impl Handler<Attach> for RoomActor {
             );
         }
         let cursor_before = self.members.get(&user).map_or(0, |m| m.cursor);
-        if let Some(from) = self.advance_cursor(&user, self.last_id, self.last_seq) {
-            self.send_receipt(&user, from, self.last_id);
-        }
+        // The receipt goes out after the `entered` reply, so the new connection sees its reply
+        // first and then the same events as everyone else.
+        let receipt = self
+            .advance_cursor(&user, self.last_id, self.last_seq)
+            .map(|from| (user.clone(), from, self.last_id));
         let members = self.members.len() as u32;
         let present: Vec<String> = self.present.keys().map(|u| u.to_string()).collect();
         let limit = msg.limit;
         let page = match msg.since {
-            None => self
-                .page_from_cache(None, limit)
-                .map(|p| (p.msgs, p.more)),
+            None => self.page_from_cache(None, limit).map(|p| (p.msgs, p.more)),
             Some(since) => self.after_from_cache(since, limit),
         };
         if let Some((msgs, more)) = page {
@@ -893,7 +905,11 @@ impl Handler<Attach> for RoomActor {
                 msgs,
                 more,
             };
-            msg.responder.respond(&self.group_id, &self.room_id, Ok(reply));
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Ok(reply));
+            if let Some((user, from, to)) = receipt {
+                self.send_receipt(&user, from, to);
+            }
             return;
         }
         // Older than the cache: read the store while the room waits, so that this connection
@@ -919,8 +935,16 @@ impl Handler<Attach> for RoomActor {
                     more: page.more,
                 };
                 responder.respond(&act.group_id, &act.room_id, Ok(reply));
+                if let Some((user, from, to)) = receipt {
+                    act.send_receipt(&user, from, to);
+                }
             }
-            Err(e) => responder.respond(&act.group_id, &act.room_id, Err(e.into())),
+            Err(e) => {
+                responder.respond(&act.group_id, &act.room_id, Err(e.into()));
+                if let Some((user, from, to)) = receipt {
+                    act.send_receipt(&user, from, to);
+                }
+            }
         }));
     }
 }
@@ -967,7 +991,8 @@ impl Handler<PostMessage> for RoomActor {
         let key = (msg.from.clone(), msg.cmid.clone());
         if let Some(CmidState::Done { id, ts }) = self.cmids.get(&key) {
             let info = self.sent_info(*id, *ts, &msg.cmid);
-            msg.responder.respond(&self.group_id, &self.room_id, Ok(info));
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Ok(info));
             return;
         }
         if let Some(CmidState::InFlight(waiters)) = self.cmids.get_mut(&key) {
@@ -1065,7 +1090,8 @@ impl Handler<GetHistory> for RoomActor {
         }
         self.last_activity = Instant::now();
         if let Some(page) = self.page_from_cache(msg.before, msg.limit) {
-            msg.responder.respond(&self.group_id, &self.room_id, Ok(page));
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Ok(page));
             return;
         }
         let store = self.deps.store.clone();
@@ -1187,8 +1213,11 @@ impl Handler<AddMember> for RoomActor {
             } else {
                 "only the room's owner may add members"
             };
-            msg.responder
-                .respond(&self.group_id, &self.room_id, Err(ChatError::forbidden(why)));
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::forbidden(why)),
+            );
             return;
         }
         if self.is_member(&msg.user) {
@@ -1199,7 +1228,9 @@ impl Handler<AddMember> for RoomActor {
             msg.responder.respond(
                 &self.group_id,
                 &self.room_id,
-                Err(ChatError::forbidden("direct rooms have exactly two members")),
+                Err(ChatError::forbidden(
+                    "direct rooms have exactly two members",
+                )),
             );
             return;
         }

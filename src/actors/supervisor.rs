@@ -75,7 +75,13 @@ impl NodeSupervisor {
         let group_for_actor = group.clone();
         let alive_for_actor = alive.clone();
         let make = move |_: &mut Context<GroupActor>| {
-            GroupActor::new(deps, group_for_actor, supervisor, generation, alive_for_actor)
+            GroupActor::new(
+                deps,
+                group_for_actor,
+                supervisor,
+                generation,
+                alive_for_actor,
+            )
         };
         let addr = if self.arbiters.is_empty() {
             GroupActor::create(make)
@@ -203,7 +209,9 @@ mod tests {
         };
         let supervisor = NodeSupervisor::new(deps, Vec::new()).start();
         let first = supervisor
-            .send(GetGroup { group: group.clone() })
+            .send(GetGroup {
+                group: group.clone(),
+            })
             .await
             .expect("mailbox")
             .expect("group");

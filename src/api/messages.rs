@@ -33,7 +33,10 @@ pub async fn history(
     let limit = match query.limit {
         None => DEFAULT_PAGE,
         Some(n) if n <= 0 => {
-            return Err(ApiError::new(ErrorCode::BadRequest, "`limit` must be at least 1"));
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`limit` must be at least 1",
+            ));
         }
         Some(n) => (n as u64).min(MAX_PAGE as u64) as usize,
     };

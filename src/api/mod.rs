@@ -27,7 +27,10 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, Ap
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| t.trim().to_owned());
     let token = match header {
         Some(token) => token,
@@ -88,10 +91,7 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => {
             ApiError::new(ErrorCode::TooLarge, "the request body is too large")
         }
-        E::ContentType => ApiError::new(
-            ErrorCode::BadRequest,
-            "the body must be application/json",
-        ),
+        E::ContentType => ApiError::new(ErrorCode::BadRequest, "the body must be application/json"),
         E::Deserialize(e) => ApiError::new(ErrorCode::BadRequest, format!("invalid JSON: {e}")),
         _ => ApiError::new(ErrorCode::BadRequest, "the body could not be read"),
     };
@@ -131,7 +131,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
             .route("/{room}", web::delete().to(rooms::delete))
             .route("/{room}/join", web::post().to(rooms::join))
             .route("/{room}/members", web::post().to(rooms::add_member))
-            .route("/{room}/members/{user}", web::delete().to(rooms::remove_member))
+            .route(
+                "/{room}/members/{user}",
+                web::delete().to(rooms::remove_member),
+            )
             .route("/{room}/messages", web::get().to(messages::history))
             .route("/{room}/messages", web::post().to(messages::send)),
     );

@@ -22,9 +22,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "the node is shutting down",
         );
     }
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.deps.store.ping()).await;
+    let ping =
+        tokio::time::timeout(std::time::Duration::from_secs(2), state.deps.store.ping()).await;
     match ping {
-        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Ok(Ok(())) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
             error_response(

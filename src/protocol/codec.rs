@@ -95,7 +95,11 @@ fn classify(bytes: &[u8]) -> DecodeError {
 }
 
 fn group_of(r: Option<u32>, s: Option<&str>) -> Result<GroupId, DecodeError> {
-    let s = s.ok_or(DecodeError::new(r, ErrorCode::BadRequest, "`group` is required"))?;
+    let s = s.ok_or(DecodeError::new(
+        r,
+        ErrorCode::BadRequest,
+        "`group` is required",
+    ))?;
     GroupId::parse(s).map_err(|_| {
         DecodeError::new(
             r,
@@ -106,7 +110,11 @@ fn group_of(r: Option<u32>, s: Option<&str>) -> Result<GroupId, DecodeError> {
 }
 
 fn room_of(r: Option<u32>, s: Option<&str>) -> Result<RoomId, DecodeError> {
-    let s = s.ok_or(DecodeError::new(r, ErrorCode::BadRequest, "`room` is required"))?;
+    let s = s.ok_or(DecodeError::new(
+        r,
+        ErrorCode::BadRequest,
+        "`room` is required",
+    ))?;
     RoomId::parse(s).map_err(|_| {
         DecodeError::new(
             r,
@@ -116,11 +124,7 @@ fn room_of(r: Option<u32>, s: Option<&str>) -> Result<RoomId, DecodeError> {
     })
 }
 
-fn page_limit(
-    r: Option<u32>,
-    limit: Option<i64>,
-    clamp: bool,
-) -> Result<usize, DecodeError> {
+fn page_limit(r: Option<u32>, limit: Option<i64>, clamp: bool) -> Result<usize, DecodeError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if n <= 0 => Err(DecodeError::new(
@@ -196,12 +200,9 @@ pub fn decode_request(bytes: &[u8], max_text: usize) -> Result<Request, DecodeEr
         "send" => {
             let group = group_of(r, raw.group)?;
             let room = room_of(r, raw.room)?;
-            let kind = raw
-                .kind
-                .ok_or(bad("`kind` is required"))
-                .and_then(|k| {
-                    MessageKind::parse(k).ok_or(bad("`kind` must be text, image, video or file"))
-                })?;
+            let kind = raw.kind.ok_or(bad("`kind` is required")).and_then(|k| {
+                MessageKind::parse(k).ok_or(bad("`kind` must be text, image, video or file"))
+            })?;
             let cmid = raw.cmid.ok_or(bad("`cmid` is required"))?;
             checked(check_cmid(cmid))?;
             if let Some(text) = raw.text {
@@ -468,7 +469,10 @@ mod tests {
         let map = value.as_map().expect("a map");
         assert_eq!(map[0].0.as_str(), Some("t"));
         assert_eq!(map[0].1.as_str(), Some("msg"));
-        assert!(map.iter().any(|(k, v)| k.as_str() == Some("id") && v.as_u64() == Some(42)));
+        assert!(
+            map.iter()
+                .any(|(k, v)| k.as_str() == Some("id") && v.as_u64() == Some(42))
+        );
         assert!(!map.iter().any(|(k, _)| k.as_str() == Some("text")));
     }
 }

@@ -6,5 +6,7 @@
 pub mod codec;
 pub mod frame;
 
-pub use codec::{decode_request, encode, encode_err, DecodeError};
-pub use frame::{ErrorCode, Id, MediaRef, MessageKind, MessageView, Request, SendRequest, ServerFrame};
+pub use codec::{DecodeError, decode_request, encode, encode_err};
+pub use frame::{
+    ErrorCode, Id, MediaRef, MessageKind, MessageView, Request, SendRequest, ServerFrame,
+};

@@ -213,9 +213,12 @@ mod tests {
         assert!(handle.send(&frame));
         assert!(handle.send(&frame));
         assert!(!handle.send(&frame));
-        tokio::time::timeout(std::time::Duration::from_secs(1), outbound.overflow.overflowed())
-            .await
-            .expect("overflow is signalled");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            outbound.overflow.overflowed(),
+        )
+        .await
+        .expect("overflow is signalled");
         assert!(outbound.rx.recv().await.is_some());
     }
 

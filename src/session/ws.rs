@@ -68,8 +68,11 @@ pub async fn upgrade(
         .max_frame_size(limits.frame)
         .aggregate_continuations()
         .max_continuation_size(limits.frame);
-    let (handle, outbound) =
-        SessionHandle::new(principal.user.clone(), Transport::WebSocket, limits.outbound_queue);
+    let (handle, outbound) = SessionHandle::new(
+        principal.user.clone(),
+        Transport::WebSocket,
+        limits.outbound_queue,
+    );
     let state = state.into_inner();
     let tracker = state.connections.clone();
     // The stream is !Send: the task stays on the worker that accepted the request.
@@ -222,9 +225,10 @@ impl Connection {
     ) -> Ending {
         let leeway = self.state.verifier.leeway_secs() as i64;
         let expires_in_ms = (self.principal.exp + leeway) * 1000 - now_ms();
-        let expiry = tokio::time::Instant::now()
-            + Duration::from_millis(expires_in_ms.max(0) as u64);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let expiry =
+            tokio::time::Instant::now() + Duration::from_millis(expires_in_ms.max(0) as u64);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let shutdown = self.state.shutdown.clone();
         loop {
             tokio::select! {
@@ -306,7 +310,11 @@ impl Connection {
             AggregatedMessage::Binary(bytes) => self.on_frame(&bytes).await,
             AggregatedMessage::Text(_) => {
                 metrics::counter!("chatnode_frames_in_total", "type" => "invalid").increment(1);
-                self.reply_err(None, ErrorCode::BadFrame, "frames must be binary MessagePack");
+                self.reply_err(
+                    None,
+                    ErrorCode::BadFrame,
+                    "frames must be binary MessagePack",
+                );
                 None
             }
             AggregatedMessage::Ping(payload) => {
@@ -355,7 +363,11 @@ impl Connection {
         if let Some(group) = request.group()
             && !self.principal.may_use(group)
         {
-            self.reply_err(r, ErrorCode::Forbidden, "your token does not allow this group");
+            self.reply_err(
+                r,
+                ErrorCode::Forbidden,
+                "your token does not allow this group",
+            );
             return None;
         }
         if let Err(e) = self.dispatch(request, r).await {
@@ -379,7 +391,12 @@ impl Connection {
     }
 
     /// Sends `msg` to a room, remembering its address for the next request.
-    async fn to_room<M>(&mut self, group: GroupId, room: RoomId, msg: M) -> Result<(), ChatError>
+    async fn send_to_room<M>(
+        &mut self,
+        group: GroupId,
+        room: RoomId,
+        msg: M,
+    ) -> Result<(), ChatError>
     where
         M: actix::Message<Result = ()> + Send + 'static,
         RoomActor: actix::Handler<M>,
@@ -464,7 +481,9 @@ impl Connection {
                 let from = match send.from {
                     Some(from) if service => from,
                     Some(_) => {
-                        return Err(ChatError::forbidden("only service tokens may send as another user"));
+                        return Err(ChatError::forbidden(
+                            "only service tokens may send as another user",
+                        ));
                     }
                     None => user,
                 };
@@ -477,7 +496,7 @@ impl Connection {
                     cmid: send.cmid,
                     responder: self.responder(r),
                 };
-                self.to_room(send.group, send.room, msg).await?;
+                self.send_to_room(send.group, send.room, msg).await?;
             }
             Request::Read { group, room, id } => {
                 let msg = MarkRead {
@@ -485,7 +504,7 @@ impl Connection {
                     id,
                     responder: self.responder(r),
                 };
-                self.to_room(group, room, msg).await?;
+                self.send_to_room(group, room, msg).await?;
             }
             Request::History {
                 group,
@@ -500,13 +519,13 @@ impl Connection {
                     limit,
                     responder: self.responder(r),
                 };
-                self.to_room(group, room, msg).await?;
+                self.send_to_room(group, room, msg).await?;
             }
             Request::Typing { group, room } => {
                 let msg = Typing {
                     session: self.handle.clone(),
                 };
-                self.to_room(group, room, msg).await?;
+                self.send_to_room(group, room, msg).await?;
             }
             Request::Edit {
                 group,
@@ -520,7 +539,7 @@ impl Connection {
                     text,
                     responder: self.responder(r),
                 };
-                self.to_room(group, room, msg).await?;
+                self.send_to_room(group, room, msg).await?;
             }
             Request::Delete { group, room, id } => {
                 let msg = DeleteMessage {
@@ -529,7 +548,7 @@ impl Connection {
                     id,
                     responder: self.responder(r),
                 };
-                self.to_room(group, room, msg).await?;
+                self.send_to_room(group, room, msg).await?;
             }
         }
         Ok(())

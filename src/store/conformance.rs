@@ -78,7 +78,13 @@ fn member(name: &UserId) -> MemberRecord {
     }
 }
 
-fn message(id: MessageId, seq: u64, from: &UserId, text: &str, cmid: Option<&str>) -> StoredMessage {
+fn message(
+    id: MessageId,
+    seq: u64,
+    from: &UserId,
+    text: &str,
+    cmid: Option<&str>,
+) -> StoredMessage {
     StoredMessage {
         id,
         seq,
@@ -99,8 +105,15 @@ pub async fn rooms_create_get_delete(store: &dyn Store, scope: &str) -> CheckRes
     let (group, room) = ids(scope, "rooms");
     let alice = user("alice");
     let rec = record(&group, &room, &alice);
-    let first = ok!(C, store.create_room(rec.clone(), vec![member(&alice)]).await);
-    ensure!(C, first == CreateOutcome::Created, "first create gave {first:?}");
+    let first = ok!(
+        C,
+        store.create_room(rec.clone(), vec![member(&alice)]).await
+    );
+    ensure!(
+        C,
+        first == CreateOutcome::Created,
+        "first create gave {first:?}"
+    );
     let mut other = rec.clone();
     other.title = "Other".into();
     let second = ok!(C, store.create_room(other, vec![member(&alice)]).await);
@@ -111,7 +124,12 @@ pub async fn rooms_create_get_delete(store: &dyn Store, scope: &str) -> CheckRes
     );
     let got = ok!(C, store.get_room(&group, &room).await);
     ensure!(C, got.as_ref() == Some(&rec), "get gave {got:?}");
-    ok!(C, store.append_message(&group, &room, message(10, 1, &alice, "x", Some("c"))).await);
+    ok!(
+        C,
+        store
+            .append_message(&group, &room, message(10, 1, &alice, "x", Some("c")))
+            .await
+    );
     ok!(C, store.delete_room(&group, &room).await);
     let gone = ok!(C, store.get_room(&group, &room).await);
     ensure!(C, gone.is_none(), "room still there after delete: {gone:?}");
@@ -121,8 +139,17 @@ pub async fn rooms_create_get_delete(store: &dyn Store, scope: &str) -> CheckRes
     ensure!(C, list.is_empty(), "chat list still names the room");
     // The same id can be created again afterwards, with no old idempotency keys in the way.
     ok!(C, store.create_room(rec, vec![member(&alice)]).await);
-    let again = ok!(C, store.append_message(&group, &room, message(11, 1, &alice, "y", Some("c"))).await);
-    ensure!(C, again == AppendOutcome::Stored, "old cmid survived the delete: {again:?}");
+    let again = ok!(
+        C,
+        store
+            .append_message(&group, &room, message(11, 1, &alice, "y", Some("c")))
+            .await
+    );
+    ensure!(
+        C,
+        again == AppendOutcome::Stored,
+        "old cmid survived the delete: {again:?}"
+    );
     Ok(())
 }
 
@@ -131,37 +158,83 @@ pub async fn history_pages(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "history_pages";
     let (group, room) = ids(scope, "history");
     let alice = user("alice");
-    ok!(C, store.create_room(record(&group, &room, &alice), vec![member(&alice)]).await);
+    ok!(
+        C,
+        store
+            .create_room(record(&group, &room, &alice), vec![member(&alice)])
+            .await
+    );
     for i in 1..=25u64 {
-        ok!(C, store.append_message(&group, &room, message(i * 100, i, &alice, &format!("m{i}"), None)).await);
+        ok!(
+            C,
+            store
+                .append_message(
+                    &group,
+                    &room,
+                    message(i * 100, i, &alice, &format!("m{i}"), None)
+                )
+                .await
+        );
     }
     let latest = ok!(C, store.messages_before(&group, &room, None, 10).await);
     let got: Vec<u64> = latest.msgs.iter().map(|m| m.id).collect();
-    ensure!(C, got == (16..=25).map(|i| i * 100).collect::<Vec<_>>(), "latest page {got:?}");
+    ensure!(
+        C,
+        got == (16..=25).map(|i| i * 100).collect::<Vec<_>>(),
+        "latest page {got:?}"
+    );
     ensure!(C, latest.more, "latest page should say more");
     let older = ok!(C, store.messages_before(&group, &room, Some(600), 10).await);
     let got: Vec<u64> = older.msgs.iter().map(|m| m.id).collect();
-    ensure!(C, got == vec![100, 200, 300, 400, 500], "page before 600: {got:?}");
+    ensure!(
+        C,
+        got == vec![100, 200, 300, 400, 500],
+        "page before 600: {got:?}"
+    );
     ensure!(C, !older.more, "first page should not say more");
-    let exact = ok!(C, store.messages_before(&group, &room, Some(1100), 10).await);
-    ensure!(C, !exact.more && exact.msgs.len() == 10, "page of exactly ten: {:?}", exact.more);
+    let exact = ok!(
+        C,
+        store.messages_before(&group, &room, Some(1100), 10).await
+    );
+    ensure!(
+        C,
+        !exact.more && exact.msgs.len() == 10,
+        "page of exactly ten: {:?}",
+        exact.more
+    );
     let after = ok!(C, store.messages_after(&group, &room, 2050, 3).await);
     let got: Vec<u64> = after.msgs.iter().map(|m| m.id).collect();
-    ensure!(C, got == vec![2100, 2200, 2300] && after.more, "after 2050: {got:?} {}", after.more);
+    ensure!(
+        C,
+        got == vec![2100, 2200, 2300] && after.more,
+        "after 2050: {got:?} {}",
+        after.more
+    );
     let tail = ok!(C, store.messages_after(&group, &room, 2300, 5).await);
     ensure!(C, tail.msgs.len() == 2 && !tail.more, "tail after 2300");
     let none = ok!(C, store.messages_after(&group, &room, u64::MAX, 5).await);
     ensure!(C, none.msgs.is_empty() && !none.more, "after u64::MAX");
     let at = ok!(C, store.message_at_or_before(&group, &room, 1050).await);
-    ensure!(C, at.map(|m| m.seq) == Some(10), "message at or before 1050");
+    ensure!(
+        C,
+        at.map(|m| m.seq) == Some(10),
+        "message at or before 1050"
+    );
     let before_all = ok!(C, store.message_at_or_before(&group, &room, 50).await);
     ensure!(C, before_all.is_none(), "nothing is at or before 50");
     let loaded = ok!(C, store.load_room(&group, &room, 5).await);
     let Some(loaded) = loaded else {
-        return Err(CheckFailed { check: C, detail: "load_room found nothing".into() });
+        return Err(CheckFailed {
+            check: C,
+            detail: "load_room found nothing".into(),
+        });
     };
     let got: Vec<u64> = loaded.recent.iter().map(|m| m.id).collect();
-    ensure!(C, got == vec![2100, 2200, 2300, 2400, 2500], "loaded recent {got:?}");
+    ensure!(
+        C,
+        got == vec![2100, 2200, 2300, 2400, 2500],
+        "loaded recent {got:?}"
+    );
     ensure!(C, loaded.members.len() == 1, "loaded members");
     Ok(())
 }
@@ -171,26 +244,65 @@ pub async fn idempotent_append(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "idempotent_append";
     let (group, room) = ids(scope, "idem");
     let (alice, bob) = (user("alice"), user("bob"));
-    ok!(C, store.create_room(record(&group, &room, &alice), vec![member(&alice), member(&bob)]).await);
+    ok!(
+        C,
+        store
+            .create_room(
+                record(&group, &room, &alice),
+                vec![member(&alice), member(&bob)]
+            )
+            .await
+    );
     let first = message(1000, 1, &alice, "hello", Some("c-1"));
     let a = ok!(C, store.append_message(&group, &room, first.clone()).await);
     ensure!(C, a == AppendOutcome::Stored, "first append {a:?}");
-    let b = ok!(C, store.append_message(&group, &room, message(2000, 2, &alice, "hello", Some("c-1"))).await);
-    ensure!(C, b == AppendOutcome::Duplicate(first.clone()), "second append {b:?}");
-    let c = ok!(C, store.append_message(&group, &room, message(3000, 2, &bob, "hello", Some("c-1"))).await);
+    let b = ok!(
+        C,
+        store
+            .append_message(
+                &group,
+                &room,
+                message(2000, 2, &alice, "hello", Some("c-1"))
+            )
+            .await
+    );
+    ensure!(
+        C,
+        b == AppendOutcome::Duplicate(first.clone()),
+        "second append {b:?}"
+    );
+    let c = ok!(
+        C,
+        store
+            .append_message(&group, &room, message(3000, 2, &bob, "hello", Some("c-1")))
+            .await
+    );
     ensure!(C, c == AppendOutcome::Stored, "another sender's cmid {c:?}");
     let page = ok!(C, store.messages_before(&group, &room, None, 10).await);
-    ensure!(C, page.msgs.len() == 2, "stored {} messages, want 2", page.msgs.len());
+    ensure!(
+        C,
+        page.msgs.len() == 2,
+        "stored {} messages, want 2",
+        page.msgs.len()
+    );
     // Concurrent duplicates: exactly one is stored.
     let futures = (0..8u64).map(|i| {
-        store.append_message(&group, &room, message(4000 + i, 3, &alice, "race", Some("c-race")))
+        store.append_message(
+            &group,
+            &room,
+            message(4000 + i, 3, &alice, "race", Some("c-race")),
+        )
     });
     let outcomes = futures_util::future::join_all(futures).await;
     let stored = outcomes
         .iter()
         .filter(|o| matches!(o, Ok(AppendOutcome::Stored)))
         .count();
-    ensure!(C, stored == 1, "{stored} of 8 concurrent duplicates were stored");
+    ensure!(
+        C,
+        stored == 1,
+        "{stored} of 8 concurrent duplicates were stored"
+    );
     Ok(())
 }
 
@@ -201,27 +313,108 @@ pub async fn members_cursors_chat_list(store: &dyn Store, scope: &str) -> CheckR
     let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
     let r1 = RoomId::parse("r1").unwrap_or_else(|_| unreachable!());
     let r2 = RoomId::parse("r2").unwrap_or_else(|_| unreachable!());
-    ok!(C, store.create_room(record(&group, &r1, &alice), vec![member(&alice), member(&bob)]).await);
-    ok!(C, store.create_room(record(&group, &r2, &alice), vec![member(&alice)]).await);
+    ok!(
+        C,
+        store
+            .create_room(
+                record(&group, &r1, &alice),
+                vec![member(&alice), member(&bob)]
+            )
+            .await
+    );
+    ok!(
+        C,
+        store
+            .create_room(record(&group, &r2, &alice), vec![member(&alice)])
+            .await
+    );
     for i in 1..=4u64 {
-        ok!(C, store.append_message(&group, &r1, message(i * 10, i, &alice, "t", None)).await);
+        ok!(
+            C,
+            store
+                .append_message(&group, &r1, message(i * 10, i, &alice, "t", None))
+                .await
+        );
     }
-    ok!(C, store.append_message(&group, &r2, message(5, 1, &alice, "old", None)).await);
-    ok!(C, store.save_cursors(&group, &r1, vec![(bob.clone(), 20, 2), (alice.clone(), 40, 4)]).await);
-    ok!(C, store.save_cursors(&group, &r1, vec![(bob.clone(), 10, 1)]).await);
+    ok!(
+        C,
+        store
+            .append_message(&group, &r2, message(5, 1, &alice, "old", None))
+            .await
+    );
+    ok!(
+        C,
+        store
+            .save_cursors(
+                &group,
+                &r1,
+                vec![(bob.clone(), 20, 2), (alice.clone(), 40, 4)]
+            )
+            .await
+    );
+    ok!(
+        C,
+        store
+            .save_cursors(&group, &r1, vec![(bob.clone(), 10, 1)])
+            .await
+    );
     let list = ok!(C, store.chat_list(&bob, &group).await);
     ensure!(C, list.len() == 1, "bob's list has {} rooms", list.len());
-    ensure!(C, list[0].unread == 2, "bob's unread {} (cursors must not go back)", list[0].unread);
+    ensure!(
+        C,
+        list[0].unread == 2,
+        "bob's unread {} (cursors must not go back)",
+        list[0].unread
+    );
     ensure!(C, list[0].members == 2, "member count {}", list[0].members);
-    ensure!(C, list[0].last.as_ref().map(|m| m.id) == Some(40), "last message");
+    ensure!(
+        C,
+        list[0].last.as_ref().map(|m| m.id) == Some(40),
+        "last message"
+    );
     let list = ok!(C, store.chat_list(&alice, &group).await);
     let order: Vec<&str> = list.iter().map(|e| e.record.room.as_str()).collect();
     ensure!(C, order.len() == 2, "alice's list {order:?}");
-    ensure!(C, list.iter().all(|e| e.unread == if e.record.room == r1 { 0 } else { 1 }), "alice's unread counts");
-    ok!(C, store.put_member(&group, &r1, MemberRecord { cursor: 40, cursor_seq: 4, ..member(&carol) }).await);
-    ok!(C, store.put_member(&group, &r1, MemberRecord { cursor: 40, cursor_seq: 4, ..member(&carol) }).await);
+    ensure!(
+        C,
+        list.iter()
+            .all(|e| e.unread == if e.record.room == r1 { 0 } else { 1 }),
+        "alice's unread counts"
+    );
+    ok!(
+        C,
+        store
+            .put_member(
+                &group,
+                &r1,
+                MemberRecord {
+                    cursor: 40,
+                    cursor_seq: 4,
+                    ..member(&carol)
+                }
+            )
+            .await
+    );
+    ok!(
+        C,
+        store
+            .put_member(
+                &group,
+                &r1,
+                MemberRecord {
+                    cursor: 40,
+                    cursor_seq: 4,
+                    ..member(&carol)
+                }
+            )
+            .await
+    );
     let list = ok!(C, store.chat_list(&carol, &group).await);
-    ensure!(C, list.len() == 1 && list[0].unread == 0 && list[0].members == 3, "carol after join: {list:?}");
+    ensure!(
+        C,
+        list.len() == 1 && list[0].unread == 0 && list[0].members == 3,
+        "carol after join: {list:?}"
+    );
     ok!(C, store.remove_member(&group, &r1, &bob).await);
     let list = ok!(C, store.chat_list(&bob, &group).await);
     ensure!(C, list.is_empty(), "bob still lists r1 after removal");
@@ -236,20 +429,47 @@ pub async fn edit_and_delete(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "edit_and_delete";
     let (group, room) = ids(scope, "edits");
     let alice = user("alice");
-    ok!(C, store.create_room(record(&group, &room, &alice), vec![member(&alice)]).await);
+    ok!(
+        C,
+        store
+            .create_room(record(&group, &room, &alice), vec![member(&alice)])
+            .await
+    );
     let original = message(77, 1, &alice, "hello", None);
-    ok!(C, store.append_message(&group, &room, original.clone()).await);
-    let edited = StoredMessage { text: Some("hello!".into()), edited: Some(now_ms()), ..original.clone() };
+    ok!(
+        C,
+        store.append_message(&group, &room, original.clone()).await
+    );
+    let edited = StoredMessage {
+        text: Some("hello!".into()),
+        edited: Some(now_ms()),
+        ..original.clone()
+    };
     ok!(C, store.update_message(&group, &room, edited.clone()).await);
     let got = ok!(C, store.get_message(&group, &room, 77).await);
     ensure!(C, got.as_ref() == Some(&edited), "after edit {got:?}");
-    let tomb = StoredMessage { text: None, media: None, deleted: true, ..edited.clone() };
+    let tomb = StoredMessage {
+        text: None,
+        media: None,
+        deleted: true,
+        ..edited.clone()
+    };
     ok!(C, store.update_message(&group, &room, tomb.clone()).await);
     ok!(C, store.update_message(&group, &room, edited).await);
     let got = ok!(C, store.get_message(&group, &room, 77).await);
-    ensure!(C, got.as_ref() == Some(&tomb), "an edit resurrected a deleted message: {got:?}");
+    ensure!(
+        C,
+        got.as_ref() == Some(&tomb),
+        "an edit resurrected a deleted message: {got:?}"
+    );
     let list = ok!(C, store.chat_list(&alice, &group).await);
-    ensure!(C, list.first().and_then(|e| e.last.as_ref()).is_some_and(|m| m.deleted), "chat list shows the tombstone");
+    ensure!(
+        C,
+        list.first()
+            .and_then(|e| e.last.as_ref())
+            .is_some_and(|m| m.deleted),
+        "chat list shows the tombstone"
+    );
     Ok(())
 }
 
@@ -268,7 +488,10 @@ pub async fn run_all(store: &dyn Store, scope: &str) -> Vec<CheckFailed> {
         }
     }
     if let Err(e) = store.ping().await {
-        failed.push(CheckFailed { check: "ping", detail: e.to_string() });
+        failed.push(CheckFailed {
+            check: "ping",
+            detail: e.to_string(),
+        });
     }
     failed
 }

@@ -147,7 +147,10 @@ impl Tables {
             .cache_size(64 * 1024 * 1024)
             .open()
             .map_err(io_err)?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(io_err);
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(io_err)
+        };
         Ok(Self {
             rooms: open("rooms")?,
             members: open("members")?,
@@ -328,7 +331,11 @@ impl<'t> Batch<'t> {
         if self.writes.is_empty() {
             return Ok(());
         }
-        let mut batch = self.tables.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut batch = self
+            .tables
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncAll));
         for (table, key, value) in self.writes {
             let keyspace = self.tables.table(table);
             match value {
@@ -417,7 +424,11 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 }
             }
         }
-        WriteOp::DeleteRoom { group, room, done: tx } => {
+        WriteOp::DeleteRoom {
+            group,
+            room,
+            done: tx,
+        } => {
             let result = (|| {
                 let prefix = room_prefix(&group, &room);
                 let members: Vec<MemberRecord> = batch.tables.scan(Table::Members, &prefix)?;
@@ -454,7 +465,8 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             done: tx,
         } => {
             let result = (|| {
-                let Some(record) = batch.get::<RoomRecord>(Table::Rooms, &room_key(&group, &room))?
+                let Some(record) =
+                    batch.get::<RoomRecord>(Table::Rooms, &room_key(&group, &room))?
                 else {
                     return Ok(());
                 };
@@ -541,8 +553,10 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                     let ik = idem_key(&group, &room, &msg.from, cmid);
                     if let Some(entry) = batch.get::<IdemEntry>(Table::Idem, &ik)?
                         && now_ms() - entry.ts < IDEMPOTENCY_WINDOW_MS
-                        && let Some(first) = batch
-                            .get::<StoredMessage>(Table::Messages, &message_key(&group, &room, entry.id))?
+                        && let Some(first) = batch.get::<StoredMessage>(
+                            Table::Messages,
+                            &message_key(&group, &room, entry.id),
+                        )?
                     {
                         return Ok(AppendOutcome::Duplicate(first));
                     }
@@ -610,7 +624,10 @@ fn sweep_idempotency_keys(tables: &Tables) -> StoreResult<usize> {
     let mut batch = Batch::new(tables);
     for guard in tables.idem.iter() {
         let (k, v) = guard.into_inner().map_err(io_err)?;
-        if decode::<IdemEntry>(&v).map(|e| e.ts < cutoff).unwrap_or(true) {
+        if decode::<IdemEntry>(&v)
+            .map(|e| e.ts < cutoff)
+            .unwrap_or(true)
+        {
             batch.remove(Table::Idem, k.to_vec());
         }
     }
@@ -722,7 +739,12 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|t| t.get::<RoomRecord>(Table::Rooms, b"\0ping").map(|_| ()))
             .await?;
-        if self.writer.lock().map_err(|_| StoreError::Closed)?.is_none() {
+        if self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .is_none()
+        {
             return Err(StoreError::Closed);
         }
         Ok(())

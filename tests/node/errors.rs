@@ -1,0 +1,276 @@
+//! Bad input over WebSocket (§3.4): every error code a client can provoke, garbage frames, text
+//! frames, the frame limit (1009), the rate limit (and 4009), the slow-consumer close (4008),
+//! and the 401 before any upgrade. After an `err` the connection stays usable.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Closed, TestClient, TestNode, token, token_with};
+
+const G: &str = "team";
+
+async fn assert_usable(client: &mut TestClient) {
+    assert_eq!(client.call(json!({"t": "ping"})).await["t"], "pong");
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_connection_stays() {
+    let node = TestNode::spawn(&[]);
+    let mut c = node.connect("alice").await;
+    c.send_raw(Message::Binary(vec![0xc1, 0x00, 0xff].into()))
+        .await;
+    assert_eq!(c.recv().await["code"], "bad_frame");
+    c.send_raw(Message::Binary(
+        rmp_serde::to_vec(&[1, 2, 3]).expect("encode").into(),
+    ))
+    .await;
+    assert_eq!(c.recv().await["code"], "bad_frame");
+    c.send_raw(Message::Text("{\"t\":\"ping\"}".into())).await;
+    assert_eq!(c.recv().await["code"], "bad_frame");
+    c.send(json!({"r": 4, "group": G})).await;
+    let err = c.recv().await;
+    assert_eq!(
+        (err["t"].as_str(), err["code"].as_str(), err["r"].as_u64()),
+        (Some("err"), Some("bad_frame"), Some(4))
+    );
+    let err = c.call(json!({"t": "dance"})).await;
+    assert_eq!(err["code"], "unknown_type");
+    let err = c.call(json!({"t": "enter", "group": G})).await;
+    assert_eq!(err["code"], "bad_request");
+    let err = c.call(json!({"t": "enter", "group": 7, "room": "r"})).await;
+    assert_eq!(err["code"], "bad_request");
+    let err = c
+        .call(json!({"t": "enter", "group": "no/slash", "room": "r"}))
+        .await;
+    assert_eq!(err["code"], "bad_request");
+    let err = c
+        .call(json!({"t": "history", "group": G, "room": "r", "limit": 0}))
+        .await;
+    assert_eq!(err["code"], "bad_request");
+    let err = c
+        .call(json!({"t": "send", "group": G, "room": "r", "kind": "text", "text": "x"}))
+        .await;
+    assert_eq!(err["code"], "bad_request", "cmid is required");
+    let err = c.call(json!({"t": "send", "group": G, "room": "r", "kind": "sticker", "text": "x", "cmid": "c"})).await;
+    assert_eq!(err["code"], "bad_request");
+    let err = c
+        .call(json!({"t": "send", "group": G, "room": "r", "kind": "image", "cmid": "c"}))
+        .await;
+    assert_eq!(err["code"], "bad_request", "media is required for images");
+    let err = c
+        .call(json!({"t": "send", "group": G, "room": "r", "kind": "text", "text": "x".repeat(16385), "cmid": "c"}))
+        .await;
+    assert_eq!(err["code"], "too_large");
+    // Unknown keys are ignored.
+    let pong = c.call(json!({"t": "ping", "whatever": [1, 2]})).await;
+    assert_eq!(pong["t"], "pong");
+    assert_usable(&mut c).await;
+}
+
+#[tokio::test]
+async fn access_errors() {
+    let node = TestNode::spawn(&[]);
+    node.rest(&token("alice"))
+        .create_room(G, "private", &[])
+        .await;
+    let mut mallory = node.connect("mallory").await;
+    for frame in [
+        json!({"t": "enter", "group": G, "room": "private"}),
+        json!({"t": "send", "group": G, "room": "private", "kind": "text", "text": "x", "cmid": "c"}),
+        json!({"t": "history", "group": G, "room": "private"}),
+        json!({"t": "read", "group": G, "room": "private", "id": 1}),
+    ] {
+        let err = mallory.call(frame.clone()).await;
+        assert_eq!(err["code"], "forbidden", "{frame}");
+    }
+    let err = mallory
+        .call(json!({"t": "enter", "group": G, "room": "nowhere"}))
+        .await;
+    assert_eq!(err["code"], "not_found");
+    let err = mallory
+        .call(json!({"t": "send", "group": G, "room": "nowhere", "kind": "text", "text": "x", "cmid": "c"}))
+        .await;
+    assert_eq!(err["code"], "not_found");
+    assert_usable(&mut mallory).await;
+    // A token limited to other groups is refused here.
+    let limited = token_with("alice", 600, Some(vec!["elsewhere".into()]));
+    let mut alice = TestClient::connect(&node, &limited).await;
+    let err = alice
+        .call(json!({"t": "enter", "group": G, "room": "private"}))
+        .await;
+    assert_eq!(err["code"], "forbidden");
+    let err = alice.call(json!({"t": "sub", "group": G})).await;
+    assert_eq!(err["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn media_kinds_need_an_existing_media_id() {
+    let node = TestNode::spawn(&[]);
+    node.rest(&token("alice")).create_room(G, "m", &[]).await;
+    let mut alice = node.connect("alice").await;
+    let err = alice
+        .call(json!({"t": "send", "group": G, "room": "m", "kind": "image", "media": "nope", "cmid": "c"}))
+        .await;
+    assert_eq!(err["code"], "not_found");
+}
+
+#[tokio::test]
+async fn unauthenticated_upgrades_get_401() {
+    let node = TestNode::spawn(&[]);
+    for url in [node.ws_url(), format!("{}?token=garbage", node.ws_url())] {
+        let err = tokio_tungstenite::connect_async(url)
+            .await
+            .expect_err("refused");
+        match err {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 401),
+            other => panic!("expected an HTTP 401, got {other:?}"),
+        }
+    }
+    // An expired token too.
+    let claims = serde_json::json!({"sub": "alice", "exp": 1_000_000});
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()),
+    )
+    .expect("encode");
+    let err = tokio_tungstenite::connect_async(format!("{}?token={expired}", node.ws_url()))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 401));
+    // A token in the query string works.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url(), token("alice")))
+            .await
+            .expect("accepted");
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test]
+async fn oversize_frames_close_with_1009() {
+    let node = TestNode::spawn(&[
+        ("CHATNODE_LIMIT_FRAME", "4096"),
+        ("CHATNODE_LIMIT_TEXT", "1024"),
+    ]);
+    let mut c = node.connect("alice").await;
+    assert_eq!(c.hello["limits"]["frame"], 4096);
+    c.send(json!({"t": "ping", "pad": "x".repeat(5000)})).await;
+    assert_eq!(c.closed(Duration::from_secs(5)).await, Closed::Code(1009));
+}
+
+#[tokio::test]
+async fn rate_limit_then_abuse_close() {
+    let node = TestNode::spawn(&[
+        ("CHATNODE_LIMIT_RATE", "5"),
+        ("CHATNODE_LIMIT_BURST", "5"),
+        ("CHATNODE_LIMIT_ABUSE", "20"),
+    ]);
+    let mut c = node.connect("alice").await;
+    for _ in 0..5 {
+        assert_eq!(c.call(json!({"t": "ping"})).await["t"], "pong");
+    }
+    let limited = c.call(json!({"t": "ping"})).await;
+    assert_eq!(limited["code"], "rate_limited");
+    // Keep hammering: past the abuse threshold the node closes with 4009.
+    for _ in 0..40 {
+        c.send(json!({"t": "ping"})).await;
+    }
+    assert_eq!(c.closed(Duration::from_secs(5)).await, Closed::Code(4009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_4008() {
+    let node = TestNode::spawn(&[("CHATNODE_LIMIT_OUTBOUND_QUEUE", "64")]);
+    node.rest(&token("alice"))
+        .create_room(G, "flood", &["bob"])
+        .await;
+    let mut bob = node.connect("bob").await;
+    bob.enter(G, "flood").await;
+    let mut alice = node.connect("alice").await;
+    alice.enter(G, "flood").await;
+    // Alice reads everything she is sent on her own task and sends with a window of ten
+    // unacknowledged messages, so only bob is slow.
+    let (mut alice_tx, mut alice_rx) = alice.ws.split();
+    let (acked_tx, mut acked) = tokio::sync::watch::channel(0u64);
+    let reader = tokio::spawn(async move {
+        let mut frames = 0u64; // `msg` frames
+        let mut sent = 0u64;
+        while let Some(Ok(message)) = alice_rx.next().await {
+            if let Message::Binary(bytes) = message {
+                let frame: serde_json::Value = rmp_serde::from_slice(&bytes).expect("frame");
+                if frame["t"] == "msg" {
+                    frames += 1;
+                }
+                if frame["t"] == "sent" {
+                    sent += 1;
+                    let _ = acked_tx.send(sent);
+                }
+                if frame["t"] == "pong" {
+                    break;
+                }
+            }
+        }
+        frames
+    });
+    let text = "f".repeat(16_000);
+    for i in 0..1000u64 {
+        let frame = json!({"t": "send", "group": G, "room": "flood", "kind": "text", "text": text, "cmid": format!("f{i}")});
+        let bytes = rmp_serde::to_vec_named(&frame).expect("encode");
+        alice_tx
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("alice sends");
+        if i >= 10 {
+            tokio::time::timeout(Duration::from_secs(10), acked.wait_for(|n| *n >= i - 10))
+                .await
+                .expect("acks keep coming")
+                .expect("reader alive");
+        }
+    }
+    // Bob reads again: his backlog, then the close frame.
+    assert_eq!(
+        bob.closed(Duration::from_secs(30)).await,
+        Closed::Code(4008)
+    );
+    // Alice was never cut off: everything she was sent arrives, then the pong.
+    tokio::time::timeout(Duration::from_secs(10), acked.wait_for(|n| *n >= 1000))
+        .await
+        .expect("all acks")
+        .expect("reader alive");
+    let ping = rmp_serde::to_vec_named(&json!({"t": "ping"})).expect("encode");
+    alice_tx
+        .send(Message::Binary(ping.into()))
+        .await
+        .expect("alice is still connected");
+    let frames = reader.await.expect("reader");
+    assert_eq!(frames, 1000, "alice got every msg: {frames}");
+}
+
+#[tokio::test]
+async fn token_expiry_closes_with_4001() {
+    let node = TestNode::spawn(&[("CHATNODE_AUTH_LEEWAY_SECS", "0")]);
+    let short = token_with("alice", 2, None);
+    let mut c = TestClient::connect(&node, &short).await;
+    let started = std::time::Instant::now();
+    assert_eq!(c.closed(Duration::from_secs(8)).await, Closed::Code(4001));
+    assert!(started.elapsed() <= Duration::from_secs(7));
+}
+
+#[tokio::test]
+async fn silent_connections_are_dropped_after_two_heartbeats() {
+    let node = TestNode::spawn(&[("CHATNODE_WS_HEARTBEAT_SECS", "1")]);
+    let mut c = node.connect("alice").await;
+    assert_eq!(c.hello["heartbeat"], 1);
+    // Without reading, the client never answers pings; after about two heartbeats the node
+    // drops it. Reading afterwards sees the end of the connection.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let ended = c.closed(Duration::from_secs(5)).await;
+    assert!(matches!(ended, Closed::NoCode | Closed::Code(_)));
+    // A client that keeps reading (and so answers pings) stays.
+    let mut d = node.connect("bob").await;
+    d.expect_silence(Duration::from_millis(3500), &[]).await;
+    assert_usable(&mut d).await;
+}

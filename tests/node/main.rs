@@ -1,0 +1,8 @@
+//! Integration tests: the real `chatnode` binary on a free port, real WebSocket and HTTP
+//! clients. One file per feature.
+
+mod chat;
+mod errors;
+mod helpers;
+mod lifecycle;
+mod rooms;
