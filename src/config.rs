@@ -63,13 +63,32 @@ pub struct Settings {
     pub push: PushSettings,
 }
 
-/// ScyllaDB settings (PROTOCOL.md §5), used when `store = "scylla"`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// ScyllaDB settings (PROTOCOL.md §5), used when `store = "scylla"` and by `chatnode migrate`.
+/// Text settings also accept numbers, as environment variables such as
+/// `CHATNODE_SCYLLA_REPLICATION=3` arrive as numbers.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScyllaSettings {
     /// Contact points, comma-separated `host:port`.
+    #[serde(deserialize_with = "crate::store::scylla::settings::lenient_opt_string")]
     pub nodes: Option<String>,
+    #[serde(deserialize_with = "crate::store::scylla::settings::lenient_string")]
     pub keyspace: String,
+    /// The keyspace's replication, used by `chatnode migrate` when it creates the keyspace
+    /// (NetworkTopologyStrategy): replicas in every datacenter (`"3"`) or per datacenter
+    /// (`"dc1:3,dc2:2"`).
+    #[serde(deserialize_with = "crate::store::scylla::settings::lenient_string")]
+    pub replication: String,
+    /// Consistency of reads and writes: `LOCAL_QUORUM`, `QUORUM`, `LOCAL_ONE`, ...
+    pub consistency: String,
+    /// Username for password authentication (none: no authentication).
+    #[serde(deserialize_with = "crate::store::scylla::settings::lenient_opt_string")]
+    pub username: Option<String>,
+    /// Password for `username`. Never logged.
+    #[serde(deserialize_with = "crate::store::scylla::settings::lenient_opt_string")]
+    pub password: Option<String>,
+    /// How long one request may take before it fails with `unavailable`, in milliseconds.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ScyllaSettings {
@@ -77,7 +96,27 @@ impl Default for ScyllaSettings {
         Self {
             nodes: None,
             keyspace: "chatnode".into(),
+            replication: "3".into(),
+            consistency: "LOCAL_QUORUM".into(),
+            username: None,
+            password: None,
+            request_timeout_ms: 5_000,
         }
+    }
+}
+
+/// Debug without the password.
+impl std::fmt::Debug for ScyllaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaSettings")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("replication", &self.replication)
+            .field("consistency", &self.consistency)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
     }
 }
 
@@ -322,11 +361,10 @@ impl Settings {
         if self.node_id > MAX_NODE_ID {
             return invalid("node_id", "must be between 0 and 1023");
         }
-        if self.store == StoreBackend::Scylla {
-            return invalid(
-                "store",
-                "`scylla` is not available in this build yet; use `embedded`",
-            );
+        if self.store == StoreBackend::Scylla
+            && let Err((key, problem)) = crate::store::scylla::settings::check(&self.scylla)
+        {
+            return invalid(key, &problem);
         }
         if self.media.backend != "local" {
             return invalid(

@@ -1,4 +1,5 @@
-//! The `chatnode` command: `serve` runs a node, `token` mints a token for trying it.
+//! The `chatnode` command: `serve` runs a node, `token` mints a token for trying it, `migrate`
+//! creates or updates the ScyllaDB schema.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use chatnode::auth::{mint, resolve_secret};
 use chatnode::config::{JwtAlgorithm, Settings};
+use chatnode::store::scylla::Migrated;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,12 @@ enum Command {
     /// Runs a node (embedded defaults when nothing is configured).
     Serve {
         /// A TOML settings file (see config/default.toml); CHATNODE_* variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Creates the ScyllaDB keyspace and tables and records the schema version (idempotent).
+    Migrate {
+        /// The same settings file the node uses ([scylla] section); CHATNODE_SCYLLA_* override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -82,6 +90,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(config.as_deref())?;
             init_tracing(&settings);
             actix_web::rt::System::new().block_on(chatnode::node::run(settings))
+        }
+        Command::Migrate { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_tracing(&settings);
+            let scylla = &settings.scylla;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(chatnode::store::scylla::migrate(scylla))?;
+            let keyspace = &scylla.keyspace;
+            match outcome {
+                Migrated::Applied { from: None, to } => println!(
+                    "keyspace `{keyspace}`: schema version {to} created (replication {})",
+                    scylla.replication
+                ),
+                Migrated::Applied {
+                    from: Some(from),
+                    to,
+                } => {
+                    println!("keyspace `{keyspace}`: schema migrated from version {from} to {to}")
+                }
+                Migrated::UpToDate(v) => {
+                    println!("keyspace `{keyspace}`: schema version {v} is current; nothing to do")
+                }
+                Migrated::Newer(v) => println!(
+                    "keyspace `{keyspace}`: schema version {v} is newer than this build's; left alone"
+                ),
+            }
+            Ok(())
         }
         Command::Token {
             user,

@@ -96,10 +96,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let verifier = Arc::new(Verifier::new(&settings.auth, secret.as_deref())?);
 
-    let store_dir = settings.data_dir.join("store");
-    let embedded = EmbeddedStore::open(&store_dir)
-        .with_context(|| format!("opening the embedded store in {}", store_dir.display()))?;
-    let store: SharedStore = Arc::new(embedded);
+    // The store: ScyllaDB when configured (issue 8), else the embedded store.
+    let store: SharedStore = if settings.store == crate::config::StoreBackend::Scylla {
+        // Checks the schema version and refuses to start on a missing or older schema.
+        let scylla = crate::store::scylla::ScyllaStore::open(&settings.scylla)
+            .await
+            .context("opening the ScyllaDB store")?;
+        Arc::new(scylla)
+    } else {
+        let store_dir = settings.data_dir.join("store");
+        let embedded = EmbeddedStore::open(&store_dir)
+            .with_context(|| format!("opening the embedded store in {}", store_dir.display()))?;
+        Arc::new(embedded)
+    };
 
     let workers = worker_count(&settings);
     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();

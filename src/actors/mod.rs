@@ -88,10 +88,14 @@ impl WsReply for () {
 }
 
 /// The `sent` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SentInfo {
+    #[schema(value_type = String)]
     pub group: GroupId,
+    #[schema(value_type = String)]
     pub room: RoomId,
+    /// The message id (a decimal string in JSON).
+    #[schema(value_type = String)]
     pub id: Id,
     pub ts: i64,
     pub unread: u32,
@@ -144,8 +148,10 @@ impl Serialize for OutMessage {
 }
 
 /// A page of history (`page`, or REST `{msgs, more}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PageReply {
+    /// Oldest first.
+    #[schema(value_type = Vec<crate::protocol::MessageView>)]
     pub msgs: Vec<OutMessage>,
     pub more: bool,
 }
@@ -166,6 +172,9 @@ impl WsReply for PageReply {
 /// The `entered` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnteredReply {
+    /// The room's latest durable id when the connection entered: later messages reach it as
+    /// live events (not part of the `entered` frame).
+    pub latest: MessageId,
     pub members: u32,
     pub present: Vec<String>,
     pub cursor: MessageId,

@@ -90,6 +90,17 @@ pub struct GetHistory {
     pub responder: Responder<PageReply>,
 }
 
+/// The messages after `since`, oldest first (SSE replay beyond the first page).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetAfter {
+    pub user: UserId,
+    pub service: bool,
+    pub since: MessageId,
+    pub limit: usize,
+    pub responder: Responder<PageReply>,
+}
+
 /// The connection's user is typing.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -899,6 +910,7 @@ impl Handler<Attach> for RoomActor {
         };
         if let Some((msgs, more)) = page {
             let reply = EnteredReply {
+                latest: self.last_id,
                 members,
                 present,
                 cursor: cursor_before,
@@ -928,6 +940,7 @@ impl Handler<Attach> for RoomActor {
             Ok(page) => {
                 let msgs = page.msgs.into_iter().map(|m| act.out(m)).collect();
                 let reply = EnteredReply {
+                    latest: act.last_id,
                     members,
                     present,
                     cursor: cursor_before,
@@ -1099,6 +1112,36 @@ impl Handler<GetHistory> for RoomActor {
         let (before, limit, responder) = (msg.before, msg.limit, msg.responder);
         ctx.spawn(
             async move { store.messages_before(&group, &room, before, limit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let res = res.map_err(ChatError::from).map(|page| PageReply {
+                        msgs: page.msgs.into_iter().map(|m| act.out(m)).collect(),
+                        more: page.more,
+                    });
+                    responder.respond(&act.group_id, &act.room_id, res);
+                }),
+        );
+    }
+}
+
+impl Handler<GetAfter> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GetAfter, ctx: &mut Self::Context) {
+        if let Err(e) = self.check_member(&msg.user, msg.service) {
+            msg.responder.respond(&self.group_id, &self.room_id, Err(e));
+            return;
+        }
+        if let Some((msgs, more)) = self.after_from_cache(msg.since, msg.limit) {
+            msg.responder
+                .respond(&self.group_id, &self.room_id, Ok(PageReply { msgs, more }));
+            return;
+        }
+        let store = self.deps.store.clone();
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        let (since, limit, responder) = (msg.since, msg.limit, msg.responder);
+        ctx.spawn(
+            async move { store.messages_after(&group, &room, since, limit).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     let res = res.map_err(ChatError::from).map(|page| PageReply {

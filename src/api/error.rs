@@ -18,13 +18,17 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error response: `{"error":{"code","message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct Body<'a> {
     error: Inner<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct Inner<'a> {
+    /// One of the codes of PROTOCOL.md §3.4 (`bad_request`, `forbidden`, `not_found`, ...).
     code: &'a str,
     message: &'a str,
 }

@@ -1,11 +1,11 @@
 //! Messages over REST (PROTOCOL.md §4.2): history and send, with exactly the rules of the
 //! WebSocket `history` and `send` because both go through the room's actor.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{answer, authenticate, group_of, room_of};
+use super::{Caller, answer, group_of, room_of};
 use crate::actors::Responder;
 use crate::actors::room::{GetHistory, PostMessage};
 use crate::ids::UserId;
@@ -13,20 +13,37 @@ use crate::protocol::codec::{DEFAULT_PAGE, MAX_PAGE, check_cmid, check_text};
 use crate::protocol::{ErrorCode, MessageKind};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Only messages with a smaller id.
     before: Option<u64>,
+    /// Page size: default 50, above 200 is 200, 0 or less is `bad_request`.
     limit: Option<i64>,
 }
 
 /// `GET /v1/groups/{group}/rooms/{room}/messages?before=&limit=`
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/rooms/{room}/messages",
+    tag = "messages",
+    summary = "History of a room",
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id"), HistoryQuery),
+    responses(
+        (status = 200, description = "`{msgs, more}`, oldest first", body = crate::actors::PageReply),
+        (status = 404, description = "No such room", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn history(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String)>,
     query: web::Query<HistoryQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
@@ -60,7 +77,7 @@ pub async fn history(
     Ok(HttpResponse::Ok().json(page))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
     kind: MessageKind,
@@ -72,13 +89,30 @@ pub struct SendBody {
 }
 
 /// `POST /v1/groups/{group}/rooms/{room}/messages`: 201 with the `sent` object.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/rooms/{room}/messages",
+    tag = "messages",
+    summary = "Send a message",
+    request_body = SendBody,
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 201, description = "Durable; the `sent` object", body = crate::actors::SentInfo),
+        (status = 404, description = "No such room", body = crate::api::error::Body),
+        (status = 413, description = "Text over the limit (`too_large`)", body = crate::api::error::Body),
+        (status = 503, description = "The store is unavailable; nothing was stored", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn send(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String)>,
     body: web::Json<SendBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;

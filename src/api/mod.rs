@@ -1,6 +1,7 @@
 //! The HTTP side of the node on actix-web: authentication of every call, the route table, and
 //! JSON error handling. One file per resource: [`rooms`], [`messages`], [`ops`].
 
+pub mod docs;
 pub mod error;
 pub mod messages;
 pub mod ops;
@@ -47,6 +48,23 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, Ap
         };
         ApiError::new(ErrorCode::Unauthorized, message)
     })
+}
+
+/// The verified caller, as a handler argument. Listed first, it is extracted before any body,
+/// so a request without a valid token gets 401 whatever else is wrong with it.
+pub struct Caller(pub Principal);
+
+impl actix_web::FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let result = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => authenticate(req, state).map(Caller),
+            None => Err(ApiError::new(ErrorCode::Internal, "internal error")),
+        };
+        std::future::ready(result)
+    }
 }
 
 /// Parses the `{group}` and `{room}` path segments and checks the token allows the group.
@@ -123,6 +141,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/v1/ws", web::get().to(crate::session::ws::upgrade))
+    .route("/v1/openapi.json", web::get().to(docs::openapi_json))
     .service(
         web::scope("/v1/groups/{group}/rooms")
             .route("", web::post().to(rooms::create))
@@ -136,7 +155,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
                 web::delete().to(rooms::remove_member),
             )
             .route("/{room}/messages", web::get().to(messages::history))
-            .route("/{room}/messages", web::post().to(messages::send)),
+            .route("/{room}/messages", web::post().to(messages::send))
+            .route("/{room}/events", web::get().to(crate::session::sse::events)),
     );
     if state.settings.metrics_listen.is_none() {
         cfg.route("/metrics", web::get().to(ops::metrics));

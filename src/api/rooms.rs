@@ -2,13 +2,13 @@
 //! member management. Changes to a live room go through its `RoomActor`, so its in-memory
 //! state and the store never disagree.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::{answer, authenticate, group_of, room_of};
+use super::{Caller, answer, group_of, room_of};
 use crate::actors::Responder;
 use crate::actors::group::RoomCreated;
 use crate::actors::room::{AddMember, DeleteRoom, GetRoomInfo, RemoveMember};
@@ -24,7 +24,7 @@ const MAX_TITLE: usize = 200;
 /// The most members a create request may name.
 const MAX_INITIAL_MEMBERS: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoom {
     room: Option<String>,
@@ -37,7 +37,7 @@ pub struct CreateRoom {
 }
 
 /// A room as `GET .../rooms/{room}` and create return it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RoomView {
     room: String,
     title: String,
@@ -66,7 +66,7 @@ impl RoomView {
 }
 
 /// One entry of the chat list.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ChatListItem {
     room: String,
     title: String,
@@ -120,13 +120,29 @@ async fn password_matches(hash: String, password: String) -> Result<bool, ApiErr
 }
 
 /// `POST /v1/groups/{group}/rooms`
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/rooms",
+    tag = "rooms",
+    summary = "Create a room",
+    request_body = CreateRoom,
+    params(("group" = String, Path, description = "Group id")),
+    responses(
+        (status = 201, description = "Created; the caller is owner and member", body = RoomView),
+        (status = 200, description = "The existing direct room of this pair", body = RoomView),
+        (status = 409, description = "A room with that id exists", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<String>,
     body: web::Json<CreateRoom>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let group = group_of(&principal, &path)?;
     let body = body.into_inner();
     let title = body.title.trim().to_owned();
@@ -252,12 +268,25 @@ pub async fn create(
 }
 
 /// `GET /v1/groups/{group}/rooms`: the caller's chat list, most recent activity first.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/rooms",
+    tag = "rooms",
+    summary = "The caller's rooms in the group",
+    params(("group" = String, Path, description = "Group id")),
+    responses(
+        (status = 200, description = "The chat list, most recent activity first", body = Vec<ChatListItem>),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let group = group_of(&principal, &path)?;
     let entries = state
         .deps
@@ -286,12 +315,26 @@ pub async fn list(
 }
 
 /// `GET /v1/groups/{group}/rooms/{room}` (members only).
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/rooms/{room}",
+    tag = "rooms",
+    summary = "A room, for its members",
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The room", body = RoomView),
+        (status = 404, description = "No such room", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
@@ -308,12 +351,26 @@ pub async fn get(
 }
 
 /// `DELETE /v1/groups/{group}/rooms/{room}` (owner or service).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{group}/rooms/{room}",
+    tag = "rooms",
+    summary = "Delete a room",
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Deleted; present users get `room {kind: deleted}`"),
+        (status = 404, description = "No such room", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
@@ -335,20 +392,36 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
     password: Option<String>,
 }
 
 /// `POST /v1/groups/{group}/rooms/{room}/join` (`open` rooms; password if set).
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/rooms/{room}/join",
+    tag = "rooms",
+    summary = "Join an open room",
+    request_body = Option<JoinBody>,
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Joined"),
+        (status = 404, description = "No such room", body = crate::api::error::Body),
+        (status = 409, description = "The room is full (`room_full`)", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn join(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String)>,
     body: Option<web::Json<JoinBody>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
@@ -392,20 +465,36 @@ pub async fn join(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberBody {
     user: String,
 }
 
 /// `POST /v1/groups/{group}/rooms/{room}/members` (owner or service).
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/rooms/{room}/members",
+    tag = "rooms",
+    summary = "Add a member",
+    request_body = AddMemberBody,
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Added; the new member's cursor starts at the latest message"),
+        (status = 404, description = "No such room", body = crate::api::error::Body),
+        (status = 409, description = "The room is full (`room_full`)", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn add_member(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String)>,
     body: web::Json<AddMemberBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
@@ -431,12 +520,26 @@ pub async fn add_member(
 }
 
 /// `DELETE /v1/groups/{group}/rooms/{room}/members/{user}` (the user, the owner, or service).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{group}/rooms/{room}/members/{user}",
+    tag = "rooms",
+    summary = "Remove a member",
+    params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id"), ("user" = String, Path, description = "The member to remove")),
+    responses(
+        (status = 204, description = "Removed; their presence ends and a receipt up to the latest id goes to the room"),
+        (status = 404, description = "No such room or member", body = crate::api::error::Body),
+        (status = 400, description = "Bad input", body = crate::api::error::Body),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 403, description = "Not allowed", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn remove_member(
-    req: HttpRequest,
+    Caller(principal): Caller,
     path: web::Path<(String, String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authenticate(&req, &state)?;
     let (group, room, user) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;

@@ -24,7 +24,7 @@ impl Serialize for Id {
 }
 
 /// The kind of a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageKind {
     Text,
@@ -95,7 +95,7 @@ impl ErrorCode {
 }
 
 /// A media object as carried by a message (§3.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaRef {
     pub id: String,
     #[serde(rename = "type")]
@@ -106,8 +106,11 @@ pub struct MediaRef {
 }
 
 /// The message object of §3.3, borrowed from the room's state for encoding.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 pub struct MessageView<'a> {
+    /// The message id (a decimal string in JSON).
+    #[schema(value_type = String)]
     pub id: Id,
     pub from: &'a str,
     pub kind: MessageKind,
@@ -126,8 +129,9 @@ pub struct MessageView<'a> {
 }
 
 /// The last-message summary carried by `room` events and the chat list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MessageSummary {
+    #[schema(value_type = String)]
     pub id: Id,
     pub from: String,
     pub kind: MessageKind,

@@ -3,4 +3,5 @@
 
 pub mod handle;
 pub mod ratelimit;
+pub mod sse;
 pub mod ws;

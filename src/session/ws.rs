@@ -49,6 +49,19 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 const ROOM_CACHE: usize = 64;
 
 /// `GET /v1/ws`: authenticates, upgrades, and starts the connection's task.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "websocket",
+    summary = "WebSocket upgrade (binary MessagePack frames, PROTOCOL.md §3)",
+    params(("token" = Option<String>, Query, description = "The JWT, for clients that cannot set headers")),
+    responses(
+        (status = 101, description = "Switching protocols"),
+        (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
+        (status = 503, description = "The node is shutting down", body = crate::api::error::Body)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod scylla;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The kind of a room (§4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
     Group,

@@ -4,5 +4,6 @@
 mod chat;
 mod errors;
 mod helpers;
+mod http;
 mod lifecycle;
 mod rooms;

@@ -1,0 +1,197 @@
+//! The embedded store: durable appends with group commit (many concurrent writers, as many
+//! rooms produce them), and the latest page of a room.
+//!
+//! Criterion reports the mean; the targets are stated as throughput and p99, so each bench also
+//! prints those from its own samples.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use chatnode::ids::{GroupId, RoomId, UserId, now_ms};
+use chatnode::protocol::MessageKind;
+use chatnode::store::embedded::EmbeddedStore;
+use chatnode::store::{MemberRecord, RoomKind, RoomRecord, Store, StoredMessage};
+
+const ROOMS: usize = 100;
+const TEXT: usize = 120;
+
+fn message(id: u64, seq: u64, from: &UserId) -> StoredMessage {
+    StoredMessage {
+        id,
+        seq,
+        from: from.clone(),
+        kind: MessageKind::Text,
+        text: Some("x".repeat(TEXT)),
+        media: None,
+        ts: now_ms(),
+        cmid: Some(format!("cmid-{id}")),
+        edited: None,
+        deleted: false,
+    }
+}
+
+async fn setup(store: &EmbeddedStore, group: &GroupId, user: &UserId) -> Vec<RoomId> {
+    let mut rooms = Vec::new();
+    for r in 0..ROOMS {
+        let room = RoomId::parse(&format!("room{r}")).expect("id");
+        store
+            .create_room(
+                RoomRecord {
+                    group: group.clone(),
+                    room: room.clone(),
+                    title: "bench".into(),
+                    kind: RoomKind::Group,
+                    owner: user.clone(),
+                    max: None,
+                    password_hash: None,
+                    created: now_ms(),
+                },
+                vec![MemberRecord {
+                    user: user.clone(),
+                    cursor: 0,
+                    cursor_seq: 0,
+                    joined: now_ms(),
+                }],
+            )
+            .await
+            .expect("create");
+        rooms.push(room);
+    }
+    rooms
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn store_benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let group = GroupId::parse("bench").expect("id");
+    let user = UserId::parse("author").expect("id");
+    let rooms = runtime.block_on(setup(&store, &group, &user));
+    let mut next_id = 1u64;
+
+    // 10,000 concurrent durable appends across 100 rooms: one batch of the node's work.
+    const BURST: u64 = 10_000;
+    let mut rates = Vec::new();
+    c.bench_function("durable append, 10k concurrent over 100 rooms", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let mut tasks = Vec::with_capacity(BURST as usize);
+                    for i in 0..BURST {
+                        let store = store.clone();
+                        let room = rooms[(i as usize) % ROOMS].clone();
+                        let (group, user) = (group.clone(), user.clone());
+                        let id = next_id;
+                        next_id += 1;
+                        tasks.push(tokio::spawn(async move {
+                            store
+                                .append_message(&group, &room, message(id, id, &user))
+                                .await
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.expect("join").expect("append");
+                    }
+                    let elapsed = start.elapsed();
+                    rates.push(BURST as f64 / elapsed.as_secs_f64());
+                    total += elapsed;
+                }
+                total
+            })
+        })
+    });
+    rates.sort_by(f64::total_cmp);
+    if !rates.is_empty() {
+        println!(
+            "durable appends: median {:.0} messages/s over {} bursts of {BURST}",
+            rates[rates.len() / 2],
+            rates.len()
+        );
+    }
+
+    // The latest 50 of a room holding 10,000 messages (plus 100 other busy rooms).
+    let hot = RoomId::parse("hot").expect("id");
+    runtime.block_on(async {
+        store
+            .create_room(
+                RoomRecord {
+                    group: group.clone(),
+                    room: hot.clone(),
+                    title: "hot".into(),
+                    kind: RoomKind::Group,
+                    owner: user.clone(),
+                    max: None,
+                    password_hash: None,
+                    created: now_ms(),
+                },
+                vec![],
+            )
+            .await
+            .expect("create");
+        let mut tasks = Vec::new();
+        for seq in 1..=10_000u64 {
+            let store = store.clone();
+            let (group, hot, user) = (group.clone(), hot.clone(), user.clone());
+            let id = next_id;
+            next_id += 1;
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_message(&group, &hot, message(id, seq, &user))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join").expect("append");
+        }
+    });
+    let mut samples = Vec::new();
+    c.bench_function("latest page of 50", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let page = store
+                        .messages_before(&group, &hot, None, 50)
+                        .await
+                        .expect("page");
+                    let elapsed = start.elapsed();
+                    assert_eq!(page.msgs.len(), 50);
+                    samples.push(elapsed);
+                    total += elapsed;
+                }
+                total
+            })
+        })
+    });
+    samples.sort();
+    if !samples.is_empty() {
+        println!(
+            "latest page of 50: p50 {:?} p99 {:?} max {:?} over {} reads",
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.99),
+            samples[samples.len() - 1],
+            samples.len()
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(8));
+    targets = store_benches
+}
+criterion_main!(benches);
