@@ -58,7 +58,30 @@ fn codec(c: &mut Criterion) {
             (bytes, request)
         })
     });
-    c.bench_function("decode msg frame (client side)", |b| {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct MsgFrame<'a> {
+        t: &'a str,
+        group: &'a str,
+        room: &'a str,
+        id: u64,
+        from: &'a str,
+        kind: &'a str,
+        text: Option<&'a str>,
+        ts: i64,
+        unread: u32,
+        cmid: Option<&'a str>,
+    }
+    c.bench_function("decode msg frame (typed, as a client does)", |b| {
+        b.iter(|| rmp_serde::from_slice::<MsgFrame<'_>>(black_box(&encoded)).map(|m| m.id))
+    });
+    c.bench_function("encode + decode msg frame", |b| {
+        b.iter(|| {
+            let bytes = encode(black_box(&msg()));
+            rmp_serde::from_slice::<MsgFrame<'_>>(&bytes).map(|m| m.id)
+        })
+    });
+    c.bench_function("decode msg frame (generic rmpv::Value)", |b| {
         b.iter(|| rmpv::decode::read_value(&mut black_box(&encoded[..])))
     });
 }

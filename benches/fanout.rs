@@ -27,18 +27,37 @@ use chatnode::store::{MemberRecord, RoomKind, RoomRecord, Store};
 const MEMBERS: usize = 500;
 
 fn sessions(n: usize) -> (Vec<SessionHandle>, Vec<Outbound>) {
+    sessions_over(n, Transport::WebSocket)
+}
+
+fn sessions_over(n: usize, transport: Transport) -> (Vec<SessionHandle>, Vec<Outbound>) {
     (0..n)
         .map(|i| {
             let user = UserId::parse(&format!("user{i}")).expect("id");
-            SessionHandle::new(user, Transport::WebSocket, 1 << 16)
+            SessionHandle::new(user, transport, 1 << 16)
         })
         .unzip()
 }
 
 fn broadcast(c: &mut Criterion) {
-    let (handles, mut queues) = sessions(MEMBERS);
+    for (name, transport) in [
+        (
+            "broadcast 500 WebSocket (encode once + 500 queue pushes)",
+            Transport::WebSocket,
+        ),
+        (
+            "broadcast 500 SSE (encode once + 500 queue pushes)",
+            Transport::Sse,
+        ),
+    ] {
+        broadcast_over(c, name, transport);
+    }
+}
+
+fn broadcast_over(c: &mut Criterion, name: &str, transport: Transport) {
+    let (handles, mut queues) = sessions_over(MEMBERS, transport);
     let text = "x".repeat(100);
-    c.bench_function("broadcast 500 (encode once + 500 queue pushes)", |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -113,7 +132,7 @@ fn room_actor(c: &mut Criterion) {
         };
         let supervisor = actix::Actor::start(NodeSupervisor::new(deps, Vec::new()));
         let group_addr = supervisor
-            .send(GetGroup { group })
+            .send(GetGroup { group, near: None })
             .await
             .expect("mailbox")
             .expect("group");

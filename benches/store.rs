@@ -189,9 +189,83 @@ fn store_benches(c: &mut Criterion) {
     }
 }
 
+/// The chat list of a user who is a member of 1,000 rooms, each with a recent message.
+fn chat_list(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let group = GroupId::parse("lists").expect("id");
+    let user = UserId::parse("busy").expect("id");
+    runtime.block_on(async {
+        let mut id = 1u64;
+        for r in 0..1_000 {
+            let room = RoomId::parse(&format!("room{r}")).expect("id");
+            store
+                .create_room(
+                    RoomRecord {
+                        group: group.clone(),
+                        room: room.clone(),
+                        title: format!("Room {r}"),
+                        kind: RoomKind::Group,
+                        owner: user.clone(),
+                        max: None,
+                        password_hash: None,
+                        created: now_ms(),
+                    },
+                    vec![MemberRecord {
+                        user: user.clone(),
+                        cursor: 0,
+                        cursor_seq: 0,
+                        joined: now_ms(),
+                    }],
+                )
+                .await
+                .expect("create");
+            for seq in 1..=3 {
+                store
+                    .append_message(&group, &room, message(id, seq, &user))
+                    .await
+                    .expect("append");
+                id += 1;
+            }
+        }
+    });
+    let mut samples = Vec::new();
+    c.bench_function("chat list of 1,000 rooms", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let list = store.chat_list(&user, &group).await.expect("list");
+                    let elapsed = start.elapsed();
+                    assert_eq!(list.len(), 1_000);
+                    samples.push(elapsed);
+                    total += elapsed;
+                }
+                total
+            })
+        })
+    });
+    samples.sort();
+    if !samples.is_empty() {
+        println!(
+            "chat list of 1,000 rooms: p50 {:?} p99 {:?} max {:?} over {} reads",
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.99),
+            samples[samples.len() - 1],
+            samples.len()
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(8));
-    targets = store_benches
+    targets = store_benches, chat_list
 }
 criterion_main!(benches);

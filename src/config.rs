@@ -161,7 +161,7 @@ impl Default for PushSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// `HS256` (with `secret`) or `RS256` / `ES256` (with `public_key_file`).
@@ -242,6 +242,18 @@ impl Default for Settings {
             media: MediaSettings::default(),
             push: PushSettings::default(),
         }
+    }
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("public_key_file", &self.public_key_file)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
     }
 }
 

@@ -138,6 +138,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .configure(move |cfg| crate::api::routes(cfg, &route_state))
     })
     .workers(workers)
+    // Frames are batched by the connection tasks; Nagle would only add delay.
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(settings.shutdown.grace_secs)
     .bind(settings.listen_addr())

@@ -27,6 +27,7 @@ impl Directory {
         self.supervisor
             .send(GetGroup {
                 group: group.clone(),
+                near: actix::Arbiter::try_current(),
             })
             .await?
     }

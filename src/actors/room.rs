@@ -690,6 +690,7 @@ impl RoomActor {
         if gone {
             self.present.remove(&user);
             self.typing.remove(&user);
+            metrics::gauge!("chatnode_present_users").decrement(1.0);
             self.broadcast(
                 &ServerFrame::Presence {
                     group: self.group_id.as_str(),
@@ -854,10 +855,8 @@ impl Actor for RoomActor {
                 .responder
                 .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
         }
-        for (user, _) in self.present.drain() {
-            metrics::gauge!("chatnode_present_users").decrement(1.0);
-            drop(user);
-        }
+        metrics::gauge!("chatnode_present_users").decrement(self.present.len() as f64);
+        self.present.clear();
         self.group.do_send(RoomStopped {
             room: self.room_id.clone(),
             generation: self.generation,
@@ -1002,7 +1001,9 @@ impl Handler<PostMessage> for RoomActor {
         }
         self.last_activity = Instant::now();
         let key = (msg.from.clone(), msg.cmid.clone());
-        if let Some(CmidState::Done { id, ts }) = self.cmids.get(&key) {
+        if let Some(CmidState::Done { id, ts }) = self.cmids.get(&key)
+            && now_ms() - *ts < crate::store::IDEMPOTENCY_WINDOW_MS
+        {
             let info = self.sent_info(*id, *ts, &msg.cmid);
             msg.responder
                 .respond(&self.group_id, &self.room_id, Ok(info));
@@ -1426,6 +1427,7 @@ impl Handler<DeleteRoom> for RoomActor {
                         None,
                     );
                     let users: Vec<UserId> = act.members.keys().cloned().collect();
+                    metrics::gauge!("chatnode_present_users").decrement(act.present.len() as f64);
                     act.present.clear();
                     act.notify_group(users, RoomEventKind::Deleted);
                     act.members.clear();

@@ -23,6 +23,10 @@ use crate::ids::GroupId;
 #[rtype(result = "Result<Addr<GroupActor>, ChatError>")]
 pub struct GetGroup {
     pub group: GroupId,
+    /// The arbiter of the caller (a connection's worker thread): a new group starts there, so
+    /// the connections that use it most and its rooms share a thread and messages between
+    /// them need no cross-thread wake-up. `None`: one of the node's group arbiters.
+    pub near: Option<ArbiterHandle>,
 }
 
 /// From a group: it stopped.
@@ -66,7 +70,12 @@ impl NodeSupervisor {
         }
     }
 
-    fn start_group(&mut self, group: GroupId, ctx: &mut Context<Self>) -> Addr<GroupActor> {
+    fn start_group(
+        &mut self,
+        group: GroupId,
+        near: Option<ArbiterHandle>,
+        ctx: &mut Context<Self>,
+    ) -> Addr<GroupActor> {
         self.next_generation += 1;
         let generation = self.next_generation;
         let alive = CancellationToken::new();
@@ -83,7 +92,9 @@ impl NodeSupervisor {
                 alive_for_actor,
             )
         };
-        let addr = if self.arbiters.is_empty() {
+        let addr = if let Some(arbiter) = near {
+            GroupActor::start_in_arbiter(&arbiter, make)
+        } else if self.arbiters.is_empty() {
             GroupActor::create(make)
         } else {
             let at = (self.hasher.hash_one(&group) as usize) % self.arbiters.len();
@@ -129,7 +140,7 @@ impl Handler<GetGroup> for NodeSupervisor {
             metrics::counter!("chatnode_group_restarts_total").increment(1);
             entry.alive.cancel();
         }
-        Ok(self.start_group(msg.group, ctx))
+        Ok(self.start_group(msg.group, msg.near, ctx))
     }
 }
 
@@ -211,6 +222,7 @@ mod tests {
         let first = supervisor
             .send(GetGroup {
                 group: group.clone(),
+                near: None,
             })
             .await
             .expect("mailbox")
@@ -230,7 +242,7 @@ mod tests {
         assert!(!first.connected(), "the crashed group is gone");
         assert!(!room_addr.connected(), "its room stopped with it");
         let second = supervisor
-            .send(GetGroup { group })
+            .send(GetGroup { group, near: None })
             .await
             .expect("mailbox")
             .expect("group");

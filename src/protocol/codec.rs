@@ -289,9 +289,79 @@ pub fn request_r(bytes: &[u8]) -> Option<u32> {
     rmp_serde::from_slice::<OnlyR>(bytes).ok().and_then(|f| f.r)
 }
 
+/// Writes a text `msg` frame directly with `rmp`, byte for byte what the serde path writes
+/// (a test checks it): this is the frame every delivery carries, so it skips serde's
+/// per-field machinery. Frames with media take the serde path.
+#[allow(clippy::too_many_arguments)]
+fn encode_text_msg(
+    group: &str,
+    room: &str,
+    id: u64,
+    from: &str,
+    kind: super::frame::MessageKind,
+    text: Option<&str>,
+    ts: i64,
+    unread: u32,
+    cmid: Option<&str>,
+) -> Result<Bytes, std::io::Error> {
+    use rmp::encode::{write_map_len, write_sint, write_str, write_uint};
+    let mut out = Vec::with_capacity(
+        96 + group.len()
+            + room.len()
+            + from.len()
+            + text.map_or(0, str::len)
+            + cmid.map_or(0, str::len),
+    );
+    let len = 8 + u32::from(text.is_some()) + u32::from(cmid.is_some());
+    let w = &mut out;
+    write_map_len(w, len)?;
+    write_str(w, "t")?;
+    write_str(w, "msg")?;
+    write_str(w, "group")?;
+    write_str(w, group)?;
+    write_str(w, "room")?;
+    write_str(w, room)?;
+    write_str(w, "id")?;
+    write_uint(w, id)?;
+    write_str(w, "from")?;
+    write_str(w, from)?;
+    write_str(w, "kind")?;
+    write_str(w, kind.as_str())?;
+    if let Some(text) = text {
+        write_str(w, "text")?;
+        write_str(w, text)?;
+    }
+    write_str(w, "ts")?;
+    write_sint(w, ts)?;
+    write_str(w, "unread")?;
+    write_uint(w, u64::from(unread))?;
+    if let Some(cmid) = cmid {
+        write_str(w, "cmid")?;
+        write_str(w, cmid)?;
+    }
+    Ok(Bytes::from(out))
+}
+
 /// Encodes a server frame as a MessagePack map with string keys.
 pub fn encode(frame: &ServerFrame<'_>) -> Bytes {
-    let mut writer = BytesMut::with_capacity(128).writer();
+    if let ServerFrame::Msg {
+        group,
+        room,
+        id,
+        from,
+        kind,
+        text,
+        media: None,
+        ts,
+        unread,
+        cmid,
+    } = frame
+        && let Ok(bytes) =
+            encode_text_msg(group, room, id.0, from, *kind, *text, *ts, *unread, *cmid)
+    {
+        return bytes;
+    }
+    let mut writer = BytesMut::with_capacity(256).writer();
     // Serialising our own frame types into memory cannot fail: every map has a known length
     // and every key is a string.
     if rmp_serde::encode::write_named(&mut writer, frame).is_err() {
@@ -443,6 +513,38 @@ mod tests {
             decode_request(&big, 16),
             Ok(Request::History { limit: 200, .. })
         ));
+    }
+
+    #[test]
+    fn the_fast_msg_path_matches_serde_byte_for_byte() {
+        for (text, cmid, ts, unread, id) in [
+            (
+                Some("hello"),
+                Some("c-1"),
+                1_795_313_340_969_i64,
+                7_u32,
+                382_714_054_050_840_576_u64,
+            ),
+            (None, None, 0, 0, 1),
+            (Some(&*"가".repeat(100)), Some("x"), -5, 70_000, u64::MAX),
+            (Some(&*"x".repeat(70_000)), None, i64::MAX, u32::MAX, 127),
+        ] {
+            let frame = ServerFrame::Msg {
+                group: "g",
+                room: "r",
+                id: Id(id),
+                from: "alice",
+                kind: MessageKind::Text,
+                text,
+                media: None,
+                ts,
+                unread,
+                cmid,
+            };
+            let fast = encode(&frame);
+            let slow = rmp_serde::to_vec_named(&frame).expect("serde");
+            assert_eq!(&fast[..], &slow[..]);
+        }
     }
 
     #[test]

@@ -194,7 +194,9 @@ pub async fn events(
         }
     }
 
-    let heartbeat_every = Duration::from_secs(settings.ws.heartbeat_secs);
+    // A stream whose client went away is noticed at the next write: keep-alives at least every
+    // 10 s bound how long such a stream still counts as present.
+    let heartbeat_every = Duration::from_secs(settings.ws.heartbeat_secs.clamp(1, 10));
     let leeway = state.verifier.leeway_secs() as i64;
     let expires_in = ((principal.exp + leeway) * 1000 - now_ms()).max(0) as u64;
     let stream_state = StreamState {

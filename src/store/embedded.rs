@@ -288,11 +288,11 @@ enum WriteOp {
     },
 }
 
-/// A batch being built: the writes and an overlay so that later writes in the batch see
-/// earlier ones (`None` in the overlay is a deletion).
+/// A batch being built: the last value of every key it writes (`None` is a deletion), which
+/// later writes in the batch also read. Only the last value of a key is committed, so a room's
+/// activity record rewritten for every message of a batch is written to disk once.
 struct Batch<'t> {
     tables: &'t Tables,
-    writes: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
     overlay: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
 }
 
@@ -300,7 +300,6 @@ impl<'t> Batch<'t> {
     fn new(tables: &'t Tables) -> Self {
         Self {
             tables,
-            writes: Vec::new(),
             overlay: HashMap::new(),
         }
     }
@@ -315,20 +314,17 @@ impl<'t> Batch<'t> {
 
     fn put<T: Serialize>(&mut self, table: Table, key: Vec<u8>, value: &T) -> StoreResult<()> {
         let bytes = encode(value)?;
-        self.overlay
-            .insert((table, key.clone()), Some(bytes.clone()));
-        self.writes.push((table, key, Some(bytes)));
+        self.overlay.insert((table, key), Some(bytes));
         Ok(())
     }
 
     fn remove(&mut self, table: Table, key: Vec<u8>) {
-        self.overlay.insert((table, key.clone()), None);
-        self.writes.push((table, key, None));
+        self.overlay.insert((table, key), None);
     }
 
     /// Commits the batch and syncs the journal: after this returns `Ok`, it is durable.
     fn commit(self) -> StoreResult<()> {
-        if self.writes.is_empty() {
+        if self.overlay.is_empty() {
             return Ok(());
         }
         let mut batch = self
@@ -336,7 +332,7 @@ impl<'t> Batch<'t> {
             .db
             .batch()
             .durability(Some(PersistMode::SyncAll));
-        for (table, key, value) in self.writes {
+        for ((table, key), value) in self.overlay {
             let keyspace = self.tables.table(table);
             match value {
                 Some(value) => batch.insert(keyspace, key, value),
@@ -631,7 +627,7 @@ fn sweep_idempotency_keys(tables: &Tables) -> StoreResult<usize> {
             batch.remove(Table::Idem, k.to_vec());
         }
     }
-    let swept = batch.writes.len();
+    let swept = batch.overlay.len();
     batch.commit()?;
     Ok(swept)
 }
@@ -675,6 +671,14 @@ fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
         metrics::histogram!("chatnode_store_batch_size").record(count as f64);
         for d in done {
             d.finish(&result);
+        }
+        // A busy node is never idle for long: sweep between batches too.
+        if Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + SWEEP_EVERY;
+            match sweep_idempotency_keys(&tables) {
+                Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
+                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+            }
         }
     }
     if let Err(e) = tables.db.persist(PersistMode::SyncAll) {

@@ -132,6 +132,22 @@ async fn operations_endpoints() {
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
+    // Presence is counted down again when the user leaves.
+    assert_eq!(
+        alice
+            .call(json!({"t": "leave", "group": G, "room": "m"}))
+            .await["t"],
+        "ok"
+    );
+    let metrics = client
+        .get(node.http("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(metrics.contains("chatnode_present_users 0"), "{metrics}");
     let unknown = client.get(node.http("/nope")).send().await.expect("404");
     assert_eq!(unknown.status(), 404);
     let body: serde_json::Value = unknown.json().await.expect("json");
