@@ -129,6 +129,10 @@ fn room_actor(c: &mut Criterion) {
             settings: Arc::new(Settings::default()),
             store,
             snowflake: Arc::new(Snowflake::new(0)),
+            media: Arc::new(chatnode::media::MediaStore::in_memory(
+                &chatnode::config::MediaSettings::default(),
+            )),
+            push: chatnode::push::PushHandle::disabled(),
         };
         let supervisor = actix::Actor::start(NodeSupervisor::new(deps, Vec::new()));
         let group_addr = supervisor
@@ -168,6 +172,7 @@ fn room_actor(c: &mut Criterion) {
                     let (responder, rx) = Responder::channel();
                     room.send(PostMessage {
                         from: author.clone(),
+                        from_name: None,
                         service: false,
                         kind: MessageKind::Text,
                         text: Some("x".repeat(100)),

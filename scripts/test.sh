@@ -11,6 +11,32 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The integration tests start the real binary; build it first so no test times out on a build.
 cargo build --locked --bins
 
+# S3 for the media tests: moto's S3 server on a free loopback port (scripts/s3_test_server.py adds
+# the expiry of presigned URLs, which moto does not check), named in CHATNODE_TEST_S3; each test
+# creates its own bucket. moto comes from PyPI when missing; the server stops with this script.
+if ! python3 -c 'import moto.server, flask, werkzeug' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+fi
+MOTO_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+MOTO_LOG="$(mktemp -t chatnode-moto.XXXXXX.log)"
+python3 scripts/s3_test_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+MOTO_PID=$!
+trap 'kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT
+export CHATNODE_TEST_S3="http://127.0.0.1:$MOTO_PORT"
+for _ in $(seq 1 150); do
+  if curl -sf -o /dev/null "$CHATNODE_TEST_S3/moto-api/"; then
+    break
+  fi
+  if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+    echo "moto server did not start:" >&2
+    cat "$MOTO_LOG" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+curl -sf -o /dev/null "$CHATNODE_TEST_S3/moto-api/" || { echo "moto server not ready" >&2; cat "$MOTO_LOG" >&2; exit 1; }
+echo "moto (S3) for the media tests at $CHATNODE_TEST_S3"
+
 if command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"
   # nextest does not run doctests.

@@ -120,15 +120,31 @@ impl std::fmt::Debug for ScyllaSettings {
     }
 }
 
-/// Media storage settings (PROTOCOL.md §5).
+/// Media storage settings (PROTOCOL.md §4.3, §5). S3 credentials are not settings: they come
+/// from the standard `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` variables.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaSettings {
-    /// `local` (under the data directory) or `s3`.
+    /// `local` (under `<data_dir>/media`) or `s3`.
     pub backend: String,
+    /// The bucket, required with `s3`.
     pub s3_bucket: Option<String>,
+    /// An S3-compatible endpoint (`http://` or `https://`); unset means AWS.
     pub s3_endpoint: Option<String>,
     pub s3_region: String,
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible servers need;
+    /// false means virtual-hosted style (`bucket.endpoint/key`), AWS's preference.
+    pub s3_path_style: bool,
+    /// Largest image upload, in bytes.
+    pub image_max_bytes: u64,
+    /// Largest video upload, in bytes.
+    pub video_max_bytes: u64,
+    /// Largest upload of any other type, in bytes.
+    pub file_max_bytes: u64,
+    /// How long a signed download URL of the S3 backend stays valid, in seconds.
+    pub signed_url_secs: u64,
+    /// The longer side of an image thumbnail, in pixels.
+    pub thumbnail_px: u32,
 }
 
 impl Default for MediaSettings {
@@ -138,17 +154,92 @@ impl Default for MediaSettings {
             s3_bucket: None,
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
+            s3_path_style: false,
+            image_max_bytes: 20 * 1024 * 1024,
+            video_max_bytes: 500 * 1024 * 1024,
+            file_max_bytes: 100 * 1024 * 1024,
+            signed_url_secs: 300,
+            thumbnail_px: 320,
         }
     }
 }
 
-/// FCM push settings (PROTOCOL.md §5). Push is off without a key file.
+impl MediaSettings {
+    /// Checks the media settings; the error names the bad key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.backend.as_str() {
+            "local" => {}
+            "s3" => {
+                if self
+                    .s3_bucket
+                    .as_deref()
+                    .is_none_or(|b| b.trim().is_empty())
+                {
+                    return Err((
+                        "media.s3_bucket",
+                        "is required with backend = \"s3\"".into(),
+                    ));
+                }
+                if let Some(endpoint) = &self.s3_endpoint
+                    && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                {
+                    return Err((
+                        "media.s3_endpoint",
+                        "must start with http:// or https://".into(),
+                    ));
+                }
+                if self.s3_region.trim().is_empty() {
+                    return Err(("media.s3_region", "may not be empty".into()));
+                }
+            }
+            _ => return Err(("media.backend", "must be `local` or `s3`".into())),
+        }
+        for (key, value) in [
+            ("media.image_max_bytes", self.image_max_bytes),
+            ("media.video_max_bytes", self.video_max_bytes),
+            ("media.file_max_bytes", self.file_max_bytes),
+        ] {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        // SigV4 presigned URLs live at most 7 days.
+        if !(1..=604_800).contains(&self.signed_url_secs) {
+            return Err((
+                "media.signed_url_secs",
+                "must be between 1 and 604800".into(),
+            ));
+        }
+        if !(16..=2048).contains(&self.thumbnail_px) {
+            return Err(("media.thumbnail_px", "must be between 16 and 2048".into()));
+        }
+        Ok(())
+    }
+}
+
+/// FCM push settings (PROTOCOL.md §4.4, §5). Push is off without a key file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushSettings {
+    /// A Firebase service-account JSON key; setting it turns push on. Its `project_id` names
+    /// the FCM project and its `token_uri` the OAuth2 token endpoint.
     pub fcm_key_file: Option<PathBuf>,
+    /// The FCM base URL: pushes go to `{fcm_endpoint}/v1/projects/{project_id}/messages:send`.
     pub fcm_endpoint: String,
+    /// The per-user, per-room coalescing window, in milliseconds: every message of a room
+    /// within it becomes one push for each absent member.
     pub coalesce_ms: u64,
+    /// FCM requests in flight at once (over one pooled HTTP client).
+    pub concurrency: usize,
+    /// Pushes that may wait (coalescing, or queued for sending). Beyond it the oldest are
+    /// dropped and counted in `chatnode_push_dropped_total`.
+    pub max_pending: usize,
+    /// How long a push is retried (429 and 5xx, with backoff) before it is given up, in seconds.
+    pub retry_secs: u64,
+    /// FCM requests started per second at most, evenly paced (0: no limit). The default is
+    /// FCM's default quota (600,000 a minute per project); pacing also spreads the CPU cost of
+    /// a large room's pushes instead of spending it in one burst.
+    pub max_rate: u32,
 }
 
 impl Default for PushSettings {
@@ -157,7 +248,57 @@ impl Default for PushSettings {
             fcm_key_file: None,
             fcm_endpoint: "https://fcm.googleapis.com".into(),
             coalesce_ms: 2000,
+            concurrency: 64,
+            max_pending: 100_000,
+            retry_secs: 60,
+            max_rate: 10_000,
         }
+    }
+}
+
+impl PushSettings {
+    /// Checks the push settings; the error names the bad key. Whether the key file holds a
+    /// usable service-account key is checked when the node starts (`push::start`).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(file) = &self.fcm_key_file
+            && !file.is_file()
+        {
+            return Err((
+                "push.fcm_key_file",
+                format!("names {} which is not a readable file", file.display()),
+            ));
+        }
+        let endpoint = self.fcm_endpoint.trim_end_matches('/');
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.len() <= "https://".len()
+        {
+            return Err((
+                "push.fcm_endpoint",
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
+        if self.coalesce_ms > 600_000 {
+            return Err((
+                "push.coalesce_ms",
+                "may be at most 600000 (10 minutes)".into(),
+            ));
+        }
+        if !(1..=4096).contains(&self.concurrency) {
+            return Err(("push.concurrency", "must be between 1 and 4096".into()));
+        }
+        if self.max_pending < 16 {
+            return Err(("push.max_pending", "must be at least 16".into()));
+        }
+        if !(1..=86_400).contains(&self.retry_secs) {
+            return Err(("push.retry_secs", "must be between 1 and 86400".into()));
+        }
+        if self.max_rate > 1_000_000 {
+            return Err((
+                "push.max_rate",
+                "may be at most 1000000 (0: no limit)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -378,17 +519,11 @@ impl Settings {
         {
             return invalid(key, &problem);
         }
-        if self.media.backend != "local" {
-            return invalid(
-                "media.backend",
-                "only `local` is available in this build; S3 arrives with the media issue",
-            );
+        if let Err((key, problem)) = self.media.check() {
+            return invalid(key, &problem);
         }
-        if self.push.fcm_key_file.is_some() {
-            return invalid(
-                "push.fcm_key_file",
-                "push is not available in this build yet; leave it unset",
-            );
+        if let Err((key, problem)) = self.push.check() {
+            return invalid(key, &problem);
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid("log_format", "must be `text` or `json`");
@@ -506,6 +641,46 @@ mod tests {
             assert!(err.to_string().to_lowercase().contains("raet"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn media_settings_are_checked() {
+        let mut s = Settings::default();
+        s.media.backend = "s3".into();
+        let err = s.validate().expect_err("s3 without a bucket");
+        assert!(err.to_string().contains("media.s3_bucket"), "{err}");
+        s.media.s3_bucket = Some("chat".into());
+        s.validate().expect("s3 with a bucket");
+        s.media.s3_endpoint = Some("127.0.0.1:9000".into());
+        let err = s.validate().expect_err("endpoint without a scheme");
+        assert!(err.to_string().contains("media.s3_endpoint"), "{err}");
+        s.media.backend = "ftp".into();
+        assert!(s.validate().is_err());
+        let mut s = Settings::default();
+        s.media.signed_url_secs = 0;
+        assert!(s.validate().is_err());
+        assert_eq!(env_key("media_image_max_bytes"), "media.image_max_bytes");
+    }
+
+    #[test]
+    fn push_settings_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Settings::default();
+        s.push.fcm_key_file = Some(dir.path().join("missing.json"));
+        let err = s.validate().expect_err("a key file that does not exist");
+        assert!(err.to_string().contains("push.fcm_key_file"), "{err}");
+        let key = dir.path().join("key.json");
+        std::fs::write(&key, "{}").expect("write");
+        s.push.fcm_key_file = Some(key);
+        s.validate()
+            .expect("an existing key file (parsed at start)");
+        s.push.fcm_endpoint = "fcm.googleapis.com".into();
+        let err = s.validate().expect_err("an endpoint without a scheme");
+        assert!(err.to_string().contains("push.fcm_endpoint"), "{err}");
+        let mut s = Settings::default();
+        s.push.concurrency = 0;
+        assert!(s.validate().is_err());
+        assert_eq!(env_key("push_coalesce_ms"), "push.coalesce_ms");
     }
 
     #[test]

@@ -74,6 +74,10 @@ fn init_tracing(settings: &Settings) {
 }
 
 fn main() -> ExitCode {
+    // One process-wide TLS crypto provider (FCM push over HTTPS): both `ring` and `aws-lc-rs`
+    // may be compiled in, and rustls refuses to guess between them. An error only means one
+    // was installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

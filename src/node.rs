@@ -1,9 +1,10 @@
 //! `node`: builds a node from its settings, runs it, and owns the ordered shutdown.
 //!
-//! Start: metrics recorder, auth key, store, group arbiters, `NodeSupervisor`, HTTP server.
+//! Start: metrics recorder, auth key, store, push (when an FCM key is configured), group
+//! arbiters, `NodeSupervisor`, HTTP server.
 //! Shutdown on SIGINT/SIGTERM: stop accepting, drain the rooms (pending messages become
-//! durable and are answered, cursors are written), close every connection with 1001 after its
-//! queued frames, stop the HTTP server, close the store, exit 0.
+//! durable and are answered, cursors are written), flush push, close every connection with
+//! 1001 after its queued frames, stop the HTTP server, close the store, exit 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,6 +111,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::new(embedded)
     };
 
+    // Uploaded files: the local file system under the data directory, or S3.
+    let media = crate::media::MediaStore::open(&settings.media, &settings.data_dir)
+        .with_context(|| format!("opening the {} media store", settings.media.backend))?;
+    let media = Arc::new(media);
+
+    // Push to members who are away: on with an FCM key file (checked here), off otherwise.
+    let push = crate::push::start(&settings.push, store.clone())?;
+
     let workers = worker_count(&settings);
     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
     let handles = arbiters.iter().map(Arbiter::handle).collect();
@@ -117,6 +126,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings: settings.clone(),
         store: store.clone(),
         snowflake: Arc::new(Snowflake::new(settings.node_id)),
+        media,
+        push: push.handle.clone(),
     };
     let supervisor = NodeSupervisor::new(deps.clone(), handles).start();
 
@@ -198,6 +209,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         tracing::warn!("rooms did not drain within the grace period");
     }
+    // Pushes still coalescing for the drained rooms go out now.
+    push.handle.flush(grace).await;
     // 3. Connections write what is queued and close with 1001.
     state.shutdown.cancel();
     state.connections.close();
@@ -219,6 +232,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     for arbiter in arbiters {
         arbiter.stop();
     }
+    push.stop();
     tracing::info!("chatnode stopped");
     Ok(())
 }

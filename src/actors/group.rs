@@ -26,6 +26,7 @@ use crate::error::ChatError;
 use crate::ids::{GroupId, RoomId, UserId};
 use crate::protocol::ServerFrame;
 use crate::protocol::frame::{MessageSummary, RoomEventKind};
+use crate::push::MessageNote;
 use crate::session::handle::{SessionHandle, SessionId};
 
 // ---------------------------------------------------------------------------------------------
@@ -62,6 +63,9 @@ pub struct RoomActivity {
     pub last: Option<MessageSummary>,
     /// Each recipient with their unread count in the room.
     pub recipients: Vec<(UserId, u64)>,
+    /// A new message, when push is on: recipients without a subscribed connection (and not
+    /// its sender) get a push about it.
+    pub push: Option<Arc<MessageNote>>,
 }
 
 /// From a room: it stopped.
@@ -193,6 +197,13 @@ impl GroupActor {
         );
     }
 
+    /// Whether `user` has a live connection subscribed to the group.
+    fn is_subscribed(&self, user: &UserId) -> bool {
+        self.subscribers
+            .get(user)
+            .is_some_and(|sessions| sessions.iter().any(|s| !s.is_closed()))
+    }
+
     fn send_room_event(
         &self,
         room: &RoomId,
@@ -319,9 +330,26 @@ impl Handler<RoomActivity> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, msg: RoomActivity, _ctx: &mut Self::Context) {
-        for (user, unread) in &msg.recipients {
-            let unread = (msg.kind != RoomEventKind::Deleted).then_some(*unread);
-            self.send_room_event(&msg.room, msg.kind, msg.last.as_ref(), user, unread);
+        // With push on, rooms send activity even when nobody is subscribed: then skip the loop.
+        if !self.subscribers.is_empty() {
+            for (user, unread) in &msg.recipients {
+                let unread = (msg.kind != RoomEventKind::Deleted).then_some(*unread);
+                self.send_room_event(&msg.room, msg.kind, msg.last.as_ref(), user, unread);
+            }
+        }
+        if let Some(note) = msg.push {
+            // Whoever has a connection subscribed hears it live; the rest are pushed.
+            let mut away = msg.recipients;
+            if self.subscribers.is_empty() {
+                away.retain(|(user, _)| *user != note.from);
+            } else {
+                away.retain(|(user, _)| *user != note.from && !self.is_subscribed(user));
+            }
+            if !away.is_empty() {
+                self.deps
+                    .push
+                    .absent(self.group_id.clone(), msg.room, note, away);
+            }
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct ActorDeps {
     pub settings: Arc<Settings>,
     pub store: SharedStore,
     pub snowflake: Arc<Snowflake>,
+    /// Uploaded files: rooms delete a message's media and a deleted room's media.
+    pub media: crate::media::SharedMedia,
+    /// Push to members who are away (disabled without an FCM key).
+    pub push: crate::push::PushHandle,
 }
 
 /// Where a reply goes.

@@ -24,11 +24,14 @@ use super::group::{GroupActor, RoomActivity, RoomStopped};
 use super::{ActorDeps, EnteredReply, OutMessage, PageReply, Responder, SentInfo};
 use crate::error::ChatError;
 use crate::ids::{GroupId, MessageId, RoomId, Snowflake, UserId, now_ms};
+use crate::media::types::{is_media_id, kind_of};
 use crate::protocol::frame::{MessageSummary, RoomEventKind, summary_text};
-use crate::protocol::{ErrorCode, Id, MessageKind, ServerFrame};
+use crate::protocol::{ErrorCode, Id, MediaRef, MessageKind, ServerFrame};
+use crate::push::MessageNote;
 use crate::session::handle::{Encoded, SessionHandle, SessionId};
 use crate::store::{
-    AppendOutcome, LoadedRoom, MemberRecord, RoomKind, RoomRecord, StoreError, StoredMessage,
+    AppendOutcome, LoadedRoom, MediaRecord, MemberRecord, RoomKind, RoomRecord, StoreError,
+    StoredMessage,
 };
 
 /// At most one `typing` per user and room is forwarded in this interval (§3.1).
@@ -61,6 +64,8 @@ pub struct Detach {
 pub struct PostMessage {
     /// The author: the caller, or for a service token the user it sends as.
     pub from: UserId,
+    /// The author's display name from their token, when they send as themself (push titles).
+    pub from_name: Option<String>,
     /// A service token may post to any room, and as any member.
     pub service: bool,
     pub kind: MessageKind,
@@ -158,6 +163,15 @@ pub struct GetRoomInfo {
     pub service: bool,
 }
 
+/// Whether the caller may see the room's content (a member, or a service token): the media
+/// routes ask this before they serve or accept a file.
+#[derive(Message)]
+#[rtype(result = "Result<(), ChatError>")]
+pub struct GetMembership {
+    pub user: UserId,
+    pub service: bool,
+}
+
 /// A snapshot of the room for REST.
 #[derive(Debug, Clone)]
 pub struct RoomInfo {
@@ -190,6 +204,8 @@ struct Member {
 /// A stamped message waiting for the store.
 struct Pending {
     msg: StoredMessage,
+    /// The author's display name, for push.
+    from_name: Option<String>,
     responder: Responder<SentInfo>,
     result: Option<Result<AppendOutcome, StoreError>>,
 }
@@ -226,6 +242,10 @@ pub struct RoomActor {
     last_seq: u64,
     next_seq: u64,
     pending: VecDeque<Pending>,
+    /// Media messages whose media record is being looked up, by lookup number. They are
+    /// stamped when the lookup returns, so ids stay in the order the room stamps them.
+    media_lookups: HashMap<u64, PostMessage>,
+    next_lookup: u64,
     cmids: HashMap<(UserId, String), CmidState>,
     cmid_order: VecDeque<(UserId, String)>,
     typing: HashMap<UserId, Instant>,
@@ -233,6 +253,12 @@ pub struct RoomActor {
     closing: bool,
     /// Waiting for the pending queue to empty before a drain completes.
     drained: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// When and for whose message the last full list of absent members went to push, while
+    /// nobody in the group was subscribed. Within a push window, a next message by the same
+    /// sender with nothing changed meanwhile (`push_stale`) only says "one more" (O(1)).
+    push_full: Option<(Instant, UserId)>,
+    /// Presence, membership or a cursor moved since `push_full`.
+    push_stale: bool,
 }
 
 /// What a group passes to start a room.
@@ -292,12 +318,16 @@ impl RoomActor {
             last_seq,
             next_seq: last_seq,
             pending: VecDeque::new(),
+            media_lookups: HashMap::new(),
+            next_lookup: 0,
             cmids: HashMap::new(),
             cmid_order: VecDeque::new(),
             typing: HashMap::new(),
             last_activity: Instant::now(),
             closing: false,
             drained: Vec::new(),
+            push_full: None,
+            push_stale: false,
         }
     }
 
@@ -334,12 +364,14 @@ impl RoomActor {
     }
 
     fn insert_member(&mut self, user: UserId, cursor: MessageId, cursor_seq: u64) {
+        self.push_stale = true;
         let at = self.cursors.partition_point(|c| *c < cursor);
         self.cursors.insert(at, cursor);
         self.members.insert(user, Member { cursor, cursor_seq });
     }
 
     fn drop_member(&mut self, user: &UserId) {
+        self.push_stale = true;
         if let Some(member) = self.members.remove(user)
             && let Ok(i) = self.cursors.binary_search(&member.cursor)
         {
@@ -400,6 +432,54 @@ impl RoomActor {
                 (u, unread)
             })
             .collect::<Vec<_>>();
+        self.send_activity(kind, recipients, None);
+    }
+
+    /// After a new message, every member who is not present hears of it through the group, and
+    /// with push on (`push`) the group also hands those without a subscribed connection to
+    /// push, so then the activity goes even when nobody is subscribed. One pass over the
+    /// members, and nothing is built when nobody would hear.
+    fn notify_absent(&mut self, push: Option<Arc<MessageNote>>) {
+        let subscribed = self.group_subscribers.load(Ordering::Relaxed) > 0;
+        let window = Duration::from_millis(self.deps.settings.push.coalesce_ms);
+        if let Some(note) = &push
+            && !subscribed
+            && !self.push_stale
+            && self
+                .push_full
+                .as_ref()
+                .is_some_and(|(at, from)| at.elapsed() < window && *from == note.from)
+        {
+            // The same members are away as for the last full list: the push actor counts one
+            // more message for each of them, and this room does no work per member.
+            self.deps
+                .push
+                .more(self.group_id.clone(), self.room_id.clone(), note.clone());
+            return;
+        }
+        if push.is_none() && !subscribed {
+            return;
+        }
+        if let Some(note) = &push {
+            // With subscribers the group filters the list, so it cannot stand for later ones.
+            self.push_full = (!subscribed).then(|| (Instant::now(), note.from.clone()));
+            self.push_stale = false;
+        }
+        let recipients = self
+            .members
+            .iter()
+            .filter(|(user, _)| !self.present.contains_key(*user))
+            .map(|(user, m)| (user.clone(), self.last_seq.saturating_sub(m.cursor_seq)))
+            .collect();
+        self.send_activity(RoomEventKind::Updated, recipients, push);
+    }
+
+    fn send_activity(
+        &self,
+        kind: RoomEventKind,
+        recipients: Vec<(UserId, u64)>,
+        push: Option<Arc<MessageNote>>,
+    ) {
         if recipients.is_empty() {
             return;
         }
@@ -415,7 +495,47 @@ impl RoomActor {
             kind,
             last,
             recipients,
+            push,
         });
+    }
+
+    /// What a push about `msg` says, when push is on.
+    fn push_note(
+        &self,
+        msg: &StoredMessage,
+        from_name: Option<String>,
+    ) -> Option<Arc<MessageNote>> {
+        if !self.deps.push.enabled() {
+            return None;
+        }
+        Some(Arc::new(MessageNote {
+            id: msg.id,
+            from: msg.from.clone(),
+            from_name,
+            room_title: self.record.title.clone(),
+            kind: msg.kind,
+            preview: msg.text.as_deref().map(summary_text),
+        }))
+    }
+
+    /// `user` has read the room up to `cursor` (their cursor moved over unread messages): their
+    /// other devices learn it from a silent push.
+    fn push_read(&mut self, user: &UserId, cursor: MessageId) {
+        if !self.deps.push.enabled() {
+            return;
+        }
+        self.push_stale = true;
+        let unread = self
+            .members
+            .get(user)
+            .map_or(0, |m| self.last_seq.saturating_sub(m.cursor_seq));
+        self.deps.push.read(
+            self.group_id.clone(),
+            self.room_id.clone(),
+            user.clone(),
+            cursor,
+            unread,
+        );
     }
 
     fn absent_members(&self) -> Vec<UserId> {
@@ -521,6 +641,7 @@ impl RoomActor {
         while self.pending.front().is_some_and(|p| p.result.is_some()) {
             let Some(Pending {
                 msg,
+                from_name,
                 responder,
                 result,
             }) = self.pending.pop_front()
@@ -534,7 +655,7 @@ impl RoomActor {
             };
             match result {
                 Some(Ok(AppendOutcome::Stored)) => {
-                    self.on_stored(msg, responder, waiters, cmid_key);
+                    self.on_stored(msg, from_name, responder, waiters, cmid_key);
                 }
                 Some(Ok(AppendOutcome::Duplicate(first))) => {
                     let cmid = msg.cmid.as_deref().unwrap_or_default();
@@ -572,6 +693,7 @@ impl RoomActor {
     fn on_stored(
         &mut self,
         msg: StoredMessage,
+        from_name: Option<String>,
         responder: Responder<SentInfo>,
         waiters: Vec<Responder<SentInfo>>,
         cmid_key: Option<(UserId, String)>,
@@ -591,6 +713,7 @@ impl RoomActor {
                 && from < prev_last
             {
                 self.send_receipt(user, from, prev_last);
+                self.push_read(user, msg.id);
             }
         }
         let unread = self.unread(msg.id);
@@ -630,9 +753,9 @@ impl RoomActor {
         };
         metrics::histogram!("chatnode_fanout_size").record(self.sessions.len() as f64);
         self.broadcast(&frame, None);
+        let push = self.push_note(&msg, from_name);
         self.push_cache(msg);
-        let absent = self.absent_members();
-        self.notify_group(absent, RoomEventKind::Updated);
+        self.notify_absent(push);
     }
 
     /// Writes the last cursors, answers the drain, and stops.
@@ -676,6 +799,7 @@ impl RoomActor {
 
     /// Ends a connection's presence; announces the user's absence when it was their last.
     fn detach(&mut self, session: SessionId) {
+        self.push_stale = true;
         let Some(handle) = self.sessions.remove(&session) else {
             return;
         };
@@ -782,6 +906,14 @@ impl RoomActor {
         }
     }
 
+    /// Deletes a media that its message no longer carries (record, then objects), beside the
+    /// actor and outliving it.
+    fn remove_media(&self, id: String) {
+        let (media, store) = (self.deps.media.clone(), self.deps.store.clone());
+        let (group, room) = (self.group_id.clone(), self.room_id.clone());
+        actix::spawn(async move { media.remove(&store, &group, &room, &id).await });
+    }
+
     /// Loads a message (cache first) and applies `change` to it, then stores and announces it.
     /// The room waits meanwhile, so an edit and a delete of one message never interleave.
     fn change_message(
@@ -810,10 +942,18 @@ impl RoomActor {
                 Err(e) => return Ok(Err(e)),
             };
             let result = store.update_message(&group, &room, updated.clone()).await;
-            Ok::<_, StoreError>(Ok((updated, result)))
+            Ok::<_, StoreError>(Ok((current.media, updated, result)))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
-            Ok(Ok((updated, result))) => act.finish_edit(updated, result, responder),
+            Ok(Ok((previous_media, updated, result))) => {
+                let removed_media = previous_media.filter(|_| updated.media.is_none());
+                if result.is_ok()
+                    && let Some(media) = removed_media
+                {
+                    act.remove_media(media.id);
+                }
+                act.finish_edit(updated, result, responder)
+            }
             Ok(Err(e)) => responder.respond(&act.group_id, &act.room_id, Err(e)),
             Err(e) => responder.respond(&act.group_id, &act.room_id, Err(e.into())),
         }));
@@ -832,6 +972,7 @@ impl Actor for RoomActor {
         ctx.run_interval((idle / 4).max(Duration::from_millis(250)), move |act, ctx| {
             if act.sessions.is_empty()
                 && act.pending.is_empty()
+                && act.media_lookups.is_empty()
                 && act.last_activity.elapsed() >= idle
             {
                 tracing::debug!(group = %act.group_id, room = %act.room_id, "room idle, stopping");
@@ -852,6 +993,11 @@ impl Actor for RoomActor {
         self.flush_cursors(None);
         for pending in self.pending.drain(..) {
             pending
+                .responder
+                .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
+        }
+        for (_, lookup) in self.media_lookups.drain() {
+            lookup
                 .responder
                 .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
         }
@@ -876,6 +1022,7 @@ impl Handler<Attach> for RoomActor {
         self.last_activity = Instant::now();
         let session_id = msg.session.id();
         let newly_present = !self.present.contains_key(&user);
+        self.push_stale = true;
         if self.sessions.insert(session_id, msg.session).is_none() {
             self.present
                 .entry(user.clone())
@@ -900,6 +1047,9 @@ impl Handler<Attach> for RoomActor {
         let receipt = self
             .advance_cursor(&user, self.last_id, self.last_seq)
             .map(|from| (user.clone(), from, self.last_id));
+        if receipt.is_some() {
+            self.push_read(&user, self.last_id);
+        }
         let members = self.members.len() as u32;
         let present: Vec<String> = self.present.keys().map(|u| u.to_string()).collect();
         let limit = msg.limit;
@@ -990,15 +1140,6 @@ impl Handler<PostMessage> for RoomActor {
                 .respond(&self.group_id, &self.room_id, Err(ChatError::not_member()));
             return;
         }
-        if msg.kind != MessageKind::Text {
-            // Media uploads are not built yet (the media issue), so no media id can exist.
-            msg.responder.respond(
-                &self.group_id,
-                &self.room_id,
-                Err(ChatError::not_found("no such media")),
-            );
-            return;
-        }
         self.last_activity = Instant::now();
         let key = (msg.from.clone(), msg.cmid.clone());
         if let Some(CmidState::Done { id, ts }) = self.cmids.get(&key)
@@ -1013,6 +1154,39 @@ impl Handler<PostMessage> for RoomActor {
             waiters.push(msg.responder);
             return;
         }
+        if msg.kind == MessageKind::Text {
+            self.stamp(msg, None, ctx);
+            return;
+        }
+        // A media message: its media must exist in this room, be the sender's and be of the
+        // message's kind. The lookup is I/O, so it runs beside the actor; the message is
+        // stamped when it returns. Duplicates of its cmid wait for it meanwhile.
+        let Some(media_id) = msg.media.clone().filter(|m| is_media_id(m)) else {
+            msg.responder.respond(
+                &self.group_id,
+                &self.room_id,
+                Err(ChatError::not_found("no such media")),
+            );
+            return;
+        };
+        self.remember_cmid(key, CmidState::InFlight(Vec::new()));
+        let lookup = self.next_lookup;
+        self.next_lookup += 1;
+        self.media_lookups.insert(lookup, msg);
+        let store = self.deps.store.clone();
+        ctx.spawn(
+            async move { store.get_media(&media_id).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| act.on_media_found(lookup, result, ctx)),
+        );
+    }
+}
+
+impl RoomActor {
+    /// Stamps a message with the next id and seq and hands it to the store; it is answered
+    /// and broadcast when durable (`release_pending`).
+    fn stamp(&mut self, msg: PostMessage, media: Option<MediaRef>, ctx: &mut Context<Self>) {
+        let key = (msg.from.clone(), msg.cmid.clone());
         let id = self.deps.snowflake.next_id();
         self.next_seq += 1;
         let stored = StoredMessage {
@@ -1021,15 +1195,19 @@ impl Handler<PostMessage> for RoomActor {
             from: msg.from,
             kind: msg.kind,
             text: msg.text,
-            media: None,
+            media,
             ts: Snowflake::timestamp_ms(id).max(now_ms()),
             cmid: Some(msg.cmid),
             edited: None,
             deleted: false,
         };
-        self.remember_cmid(key, CmidState::InFlight(Vec::new()));
+        // A media message is in flight already (with any duplicates waiting on it).
+        if !self.cmids.contains_key(&key) {
+            self.remember_cmid(key, CmidState::InFlight(Vec::new()));
+        }
         self.pending.push_back(Pending {
             msg: stored.clone(),
+            from_name: msg.from_name,
             responder: msg.responder,
             result: None,
         });
@@ -1044,11 +1222,89 @@ impl Handler<PostMessage> for RoomActor {
                         p.result = Some(result);
                     }
                     act.release_pending();
-                    if act.closing && act.pending.is_empty() && !act.drained.is_empty() {
-                        act.finish_drain(ctx);
-                    }
+                    act.maybe_finish_drain(ctx);
                 }),
         );
+    }
+
+    /// A drain completes once nothing stamped or being looked up is in flight.
+    fn maybe_finish_drain(&mut self, ctx: &mut Context<Self>) {
+        if self.closing
+            && self.pending.is_empty()
+            && self.media_lookups.is_empty()
+            && !self.drained.is_empty()
+        {
+            self.finish_drain(ctx);
+        }
+    }
+
+    /// The media record of a media message arrived: stamp the message, or refuse it (and every
+    /// duplicate that waited for it).
+    fn on_media_found(
+        &mut self,
+        lookup: u64,
+        result: Result<Option<MediaRecord>, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(msg) = self.media_lookups.remove(&lookup) else {
+            return;
+        };
+        let checked = if self.closing {
+            Err(ChatError::unavailable())
+        } else if !(self.is_member(&msg.from) || (msg.service && !self.members.is_empty())) {
+            Err(ChatError::not_member())
+        } else {
+            result
+                .map_err(ChatError::from)
+                .and_then(|found| self.check_media(&msg, found))
+        };
+        match checked {
+            Ok(media) => self.stamp(msg, Some(media), ctx),
+            Err(e) => {
+                let key = (msg.from.clone(), msg.cmid.clone());
+                if let Some(CmidState::InFlight(waiters)) = self.cmids.remove(&key) {
+                    for w in waiters {
+                        w.respond(&self.group_id, &self.room_id, Err(e.clone()));
+                    }
+                }
+                msg.responder.respond(&self.group_id, &self.room_id, Err(e));
+            }
+        }
+        self.maybe_finish_drain(ctx);
+    }
+
+    /// The rules of a media message: the media exists in this room (anything else is "no such
+    /// media", so other rooms' ids reveal nothing), the sender uploaded it (a service may send
+    /// any), and its type fits the message's kind.
+    fn check_media(
+        &self,
+        msg: &PostMessage,
+        found: Option<MediaRecord>,
+    ) -> Result<MediaRef, ChatError> {
+        let media = found
+            .filter(|m| m.group == self.group_id && m.room == self.room_id)
+            .ok_or_else(|| ChatError::not_found("no such media"))?;
+        if !msg.service && media.uploader != msg.from {
+            return Err(ChatError::forbidden(
+                "only the uploader may send this media",
+            ));
+        }
+        let kind = kind_of(&media.content_type);
+        if kind != msg.kind {
+            return Err(ChatError::bad_request(format!(
+                "the media is a {} ({}), not a {}",
+                kind.as_str(),
+                media.content_type,
+                msg.kind.as_str()
+            )));
+        }
+        Ok(MediaRef {
+            id: media.id,
+            content_type: media.content_type,
+            size: media.size,
+            name: media.name,
+            thumbnail: media.has_thumbnail,
+        })
     }
 }
 
@@ -1072,6 +1328,7 @@ impl Handler<MarkRead> for RoomActor {
         let apply = move |act: &mut Self, seq: u64, user: UserId, responder: Responder<()>| {
             if let Some(from) = act.advance_cursor(&user, target, seq) {
                 act.send_receipt(&user, from, target);
+                act.push_read(&user, target);
                 act.notify_group(vec![user], RoomEventKind::Updated);
             }
             responder.respond(&act.group_id, &act.room_id, Ok(()));
@@ -1391,6 +1648,14 @@ impl Handler<GetRoomInfo> for RoomActor {
     }
 }
 
+impl Handler<GetMembership> for RoomActor {
+    type Result = Result<(), ChatError>;
+
+    fn handle(&mut self, msg: GetMembership, _ctx: &mut Self::Context) -> Self::Result {
+        self.check_member(&msg.user, msg.service)
+    }
+}
+
 impl Handler<DeleteRoom> for RoomActor {
     type Result = ();
 
@@ -1435,6 +1700,10 @@ impl Handler<DeleteRoom> for RoomActor {
                     act.dirty.clear();
                     act.sessions.clear();
                     responder.respond(&act.group_id, &act.room_id, Ok(()));
+                    // The store deleted the media records with the room; the objects go too.
+                    let media = act.deps.media.clone();
+                    let (group, room) = (act.group_id.clone(), act.room_id.clone());
+                    actix::spawn(async move { media.remove_room(&group, &room).await });
                     ctx.stop();
                 }),
         );
@@ -1448,7 +1717,7 @@ impl Handler<Drain> for RoomActor {
         self.closing = true;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.drained.push(tx);
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.media_lookups.is_empty() {
             self.finish_drain(ctx);
         }
         Box::pin(async move {

@@ -217,6 +217,10 @@ mod tests {
             settings: Arc::new(Settings::default()),
             store,
             snowflake: Arc::new(Snowflake::new(0)),
+            media: Arc::new(crate::media::MediaStore::in_memory(
+                &crate::config::MediaSettings::default(),
+            )),
+            push: crate::push::PushHandle::disabled(),
         };
         let supervisor = NodeSupervisor::new(deps, Vec::new()).start();
         let first = supervisor

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{messages, ops, rooms};
+use super::{media, messages, ops, push, rooms};
 use crate::session::{sse, ws};
 
 #[derive(OpenApi)]
@@ -24,6 +24,12 @@ use crate::session::{sse, ws};
         rooms::remove_member,
         messages::history,
         messages::send,
+        media::upload,
+        media::download,
+        media::thumbnail,
+        push::put_device,
+        push::delete_device,
+        push::mute,
         sse::events,
         ws::upgrade,
         ops::healthz,

@@ -158,6 +158,9 @@ pub async fn send(
             &room,
             None,
             PostMessage {
+                from_name: (from == principal.user)
+                    .then(|| principal.name.clone())
+                    .flatten(),
                 from,
                 service: principal.service,
                 kind: body.kind,

@@ -1,10 +1,13 @@
 //! The HTTP side of the node on actix-web: authentication of every call, the route table, and
-//! JSON error handling. One file per resource: [`rooms`], [`messages`], [`ops`].
+//! JSON error handling. One file per resource: [`rooms`], [`messages`], [`media`], [`push`]
+//! (devices and mutes), [`ops`].
 
 pub mod docs;
 pub mod error;
+pub mod media;
 pub mod messages;
 pub mod ops;
+pub mod push;
 pub mod rooms;
 
 use actix_web::http::StatusCode;
@@ -156,8 +159,26 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
             )
             .route("/{room}/messages", web::get().to(messages::history))
             .route("/{room}/messages", web::post().to(messages::send))
-            .route("/{room}/events", web::get().to(crate::session::sse::events)),
-    );
+            .route("/{room}/events", web::get().to(crate::session::sse::events))
+            .route("/{room}/mute", web::put().to(push::mute))
+            .service(
+                web::resource("/{room}/media")
+                    .wrap(media::nosniff())
+                    .route(web::post().to(media::upload)),
+            ),
+    )
+    .service(
+        web::resource("/v1/media/{id}")
+            .wrap(media::nosniff())
+            .route(web::get().to(media::download)),
+    )
+    .service(
+        web::resource("/v1/media/{id}/thumbnail")
+            .wrap(media::nosniff())
+            .route(web::get().to(media::thumbnail)),
+    )
+    .route("/v1/devices", web::put().to(push::put_device))
+    .route("/v1/devices/{token}", web::delete().to(push::delete_device));
     if state.settings.metrics_listen.is_none() {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }

@@ -554,6 +554,7 @@ mod tests {
             content_type: "image/png".into(),
             size: 3,
             name: None,
+            thumbnail: false,
         };
         let bytes = encode(&ServerFrame::Msg {
             group: "g",

@@ -103,6 +103,9 @@ pub struct MediaRef {
     pub size: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub name: Option<String>,
+    /// Added by this node: a thumbnail exists (`GET /v1/media/{id}/thumbnail`).
+    #[serde(default)]
+    pub thumbnail: bool,
 }
 
 /// The message object of §3.3, borrowed from the room's state for encoding.

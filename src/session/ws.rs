@@ -500,8 +500,15 @@ impl Connection {
                     }
                     None => user,
                 };
+                // The token's name belongs to its user, not to someone a service sends as.
+                let from_name = if from == self.principal.user {
+                    self.principal.name.clone()
+                } else {
+                    None
+                };
                 let msg = PostMessage {
                     from,
+                    from_name,
                     service,
                     kind: send.kind,
                     text: send.text,

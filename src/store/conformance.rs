@@ -9,7 +9,8 @@ use crate::ids::{GroupId, MessageId, RoomId, UserId, now_ms};
 use crate::protocol::MessageKind;
 
 use super::{
-    AppendOutcome, CreateOutcome, MemberRecord, RoomKind, RoomRecord, Store, StoredMessage,
+    AppendOutcome, CreateOutcome, DeviceRecord, MediaRecord, MemberRecord, Platform, RoomKind,
+    RoomRecord, Store, StoredMessage,
 };
 
 /// A failed check: which one and what differed.
@@ -473,6 +474,199 @@ pub async fn edit_and_delete(store: &dyn Store, scope: &str) -> CheckResult {
     Ok(())
 }
 
+fn media(id: &str, group: &GroupId, room: &RoomId, uploader: &UserId) -> MediaRecord {
+    MediaRecord {
+        id: id.to_owned(),
+        group: group.clone(),
+        room: room.clone(),
+        uploader: uploader.clone(),
+        content_type: "image/png".into(),
+        size: 12_345,
+        name: Some("cat 🐈.png".into()),
+        created: now_ms(),
+        has_thumbnail: false,
+    }
+}
+
+/// Media records: put, get, the thumbnail flag (never recreating a deleted record), delete,
+/// and deletion with their room.
+pub async fn media_records(store: &dyn Store, scope: &str) -> CheckResult {
+    const C: &str = "media_records";
+    let (group, room) = ids(scope, "media");
+    let alice = user("alice");
+    ok!(
+        C,
+        store
+            .create_room(record(&group, &room, &alice), vec![member(&alice)])
+            .await
+    );
+    let (id1, id2, id3) = (
+        format!("{scope}-media-1"),
+        format!("{scope}-media-2"),
+        format!("{scope}-media-3"),
+    );
+    let first = media(&id1, &group, &room, &alice);
+    ok!(C, store.put_media(first.clone()).await);
+    let got = ok!(C, store.get_media(&id1).await);
+    ensure!(C, got.as_ref() == Some(&first), "after put {got:?}");
+    let missing = ok!(C, store.get_media(&format!("{scope}-none")).await);
+    ensure!(
+        C,
+        missing.is_none(),
+        "a media that was never put: {missing:?}"
+    );
+    let marked = ok!(C, store.set_media_thumbnail(&id1).await);
+    ensure!(
+        C,
+        marked,
+        "marking an existing media's thumbnail gave false"
+    );
+    let got = ok!(C, store.get_media(&id1).await);
+    ensure!(
+        C,
+        got.as_ref()
+            .is_some_and(|m| m.has_thumbnail && m.size == first.size),
+        "after the thumbnail {got:?}"
+    );
+    ok!(C, store.delete_media(&id1).await);
+    ok!(C, store.delete_media(&id1).await);
+    let got = ok!(C, store.get_media(&id1).await);
+    ensure!(C, got.is_none(), "after delete {got:?}");
+    let marked = ok!(C, store.set_media_thumbnail(&id1).await);
+    ensure!(C, !marked, "a thumbnail mark found a deleted media");
+    let got = ok!(C, store.get_media(&id1).await);
+    ensure!(
+        C,
+        got.is_none(),
+        "a thumbnail mark recreated a deleted media: {got:?}"
+    );
+    // Deleting the room deletes its media records, and only its own.
+    let (other_group, other_room) = ids(scope, "media-other");
+    let kept = media(&id3, &other_group, &other_room, &alice);
+    ok!(C, store.put_media(media(&id2, &group, &room, &alice)).await);
+    ok!(C, store.put_media(kept.clone()).await);
+    ok!(C, store.delete_room(&group, &room).await);
+    let got = ok!(C, store.get_media(&id2).await);
+    ensure!(C, got.is_none(), "a deleted room's media survived: {got:?}");
+    let got = ok!(C, store.get_media(&id3).await);
+    ensure!(
+        C,
+        got.as_ref() == Some(&kept),
+        "another room's media: {got:?}"
+    );
+    ok!(C, store.delete_media(&id3).await);
+    Ok(())
+}
+
+/// Push devices per user (a known token keeps `created`) and room mutes (forgotten when the
+/// member leaves or the room is deleted).
+pub async fn devices_and_mutes(store: &dyn Store, scope: &str) -> CheckResult {
+    const C: &str = "devices_and_mutes";
+    let (group, room) = ids(scope, C);
+    let alice = user(&format!("{scope}-alice"));
+    let bob = user(&format!("{scope}-bob"));
+    let carol = user(&format!("{scope}-carol"));
+    let device = |token: &str, platform, at| DeviceRecord {
+        token: token.to_owned(),
+        platform,
+        created: at,
+        last_used: at,
+    };
+    ok!(
+        C,
+        store
+            .put_device(&alice, device("tok-a1", Platform::Android, 1_000))
+            .await
+    );
+    ok!(
+        C,
+        store
+            .put_device(&alice, device("tok-a2:x_y-z", Platform::Ios, 2_000))
+            .await
+    );
+    ok!(
+        C,
+        store
+            .put_device(&bob, device("tok-b1", Platform::Web, 3_000))
+            .await
+    );
+    // Registering a known token again keeps `created` and takes the rest.
+    ok!(
+        C,
+        store
+            .put_device(&alice, device("tok-a1", Platform::Web, 5_000))
+            .await
+    );
+    let found = ok!(
+        C,
+        store
+            .devices_of(&[carol.clone(), alice.clone(), bob.clone()])
+            .await
+    );
+    let users: Vec<&UserId> = found.iter().map(|(u, _)| u).collect();
+    ensure!(
+        C,
+        users == [&alice, &bob],
+        "users with devices, in order: {users:?}"
+    );
+    let mut mine = found[0].1.clone();
+    mine.sort_by(|a, b| a.token.cmp(&b.token));
+    ensure!(C, mine.len() == 2, "alice has {} devices", mine.len());
+    ensure!(
+        C,
+        (mine[0].platform, mine[0].created, mine[0].last_used) == (Platform::Web, 1_000, 5_000),
+        "re-registered device: {:?}",
+        mine[0]
+    );
+    ensure!(
+        C,
+        mine[1].token == "tok-a2:x_y-z" && mine[1].platform == Platform::Ios,
+        "second device: {:?}",
+        mine[1]
+    );
+    ok!(C, store.delete_device(&alice, "tok-a2:x_y-z").await);
+    ok!(C, store.delete_device(&alice, "never-registered").await);
+    let found = ok!(C, store.devices_of(std::slice::from_ref(&alice)).await);
+    ensure!(
+        C,
+        found.len() == 1 && found[0].1.len() == 1 && found[0].1[0].token == "tok-a1",
+        "after delete: {found:?}"
+    );
+
+    let members = vec![member(&alice), member(&bob), member(&carol)];
+    ok!(
+        C,
+        store
+            .create_room(record(&group, &room, &alice), members)
+            .await
+    );
+    let everyone = [alice.clone(), bob.clone(), carol.clone()];
+    ok!(C, store.set_muted(&group, &room, &alice, true).await);
+    ok!(C, store.set_muted(&group, &room, &bob, true).await);
+    ok!(C, store.set_muted(&group, &room, &bob, true).await);
+    let muted = ok!(C, store.muted_among(&group, &room, &everyone).await);
+    ensure!(
+        C,
+        muted.len() == 2 && muted.contains(&alice) && muted.contains(&bob),
+        "muted: {muted:?}"
+    );
+    ok!(C, store.set_muted(&group, &room, &alice, false).await);
+    let muted = ok!(C, store.muted_among(&group, &room, &everyone).await);
+    ensure!(
+        C,
+        muted.len() == 1 && muted.contains(&bob),
+        "after unmute: {muted:?}"
+    );
+    ok!(C, store.remove_member(&group, &room, &bob).await);
+    let muted = ok!(C, store.muted_among(&group, &room, &everyone).await);
+    ensure!(C, muted.is_empty(), "after bob left: {muted:?}");
+    ok!(C, store.set_muted(&group, &room, &carol, true).await);
+    ok!(C, store.delete_room(&group, &room).await);
+    let muted = ok!(C, store.muted_among(&group, &room, &everyone).await);
+    ensure!(C, muted.is_empty(), "after the room was deleted: {muted:?}");
+    Ok(())
+}
+
 /// Runs every check against `store`, in a scope of group names unique to this run.
 pub async fn run_all(store: &dyn Store, scope: &str) -> Vec<CheckFailed> {
     let mut failed = Vec::new();
@@ -482,6 +676,8 @@ pub async fn run_all(store: &dyn Store, scope: &str) -> Vec<CheckFailed> {
         idempotent_append(store, scope).await,
         members_cursors_chat_list(store, scope).await,
         edit_and_delete(store, scope).await,
+        devices_and_mutes(store, scope).await,
+        media_records(store, scope).await,
     ] {
         if let Err(e) = result {
             failed.push(e);

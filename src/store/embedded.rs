@@ -14,6 +14,10 @@
 //! - `messages`: `group\0room\0` + id (8 bytes, big endian) → [`StoredMessage`]
 //! - `activity`: `group\0room` → [`Activity`] (member count and last message)
 //! - `idem`: `group\0room\0user\0cmid` → [`IdemEntry`]
+//! - `media`: media id → [`MediaRecord`]
+//! - `room_media`: `group\0room\0` + media id → nothing (a room's media, for deleting the room)
+//! - `devices`: `user\0token` → [`DeviceRecord`] (push devices)
+//! - `mutes`: `group\0room\0user` → the time it was muted (a muted room sends that user no push)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,8 +31,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::{
-    AppendOutcome, ChatListEntry, CreateOutcome, IDEMPOTENCY_WINDOW_MS, LoadedRoom, MemberRecord,
-    Page, RoomRecord, Store, StoreError, StoreResult, StoredMessage,
+    AppendOutcome, ChatListEntry, CreateOutcome, DeviceRecord, IDEMPOTENCY_WINDOW_MS, LoadedRoom,
+    MediaRecord, MemberRecord, Page, RoomRecord, Store, StoreError, StoreResult, StoredMessage,
 };
 use crate::ids::{GroupId, MessageId, RoomId, UserId, now_ms};
 
@@ -110,6 +114,25 @@ fn message_key(group: &GroupId, room: &RoomId, id: MessageId) -> Vec<u8> {
     k
 }
 
+/// `group\0room\0id`: a room's media, in `room_media`.
+fn room_media_key(group: &GroupId, room: &RoomId, id: &str) -> Vec<u8> {
+    let mut k = room_prefix(group, room);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `user\0token`: one of a user's push devices. FCM tokens hold no `\0`.
+fn device_key(user: &UserId, token: &str) -> Vec<u8> {
+    key(&[user.as_str().as_bytes(), token.as_bytes()])
+}
+
+/// `user\0`: the prefix of a user's devices.
+fn devices_prefix(user: &UserId) -> Vec<u8> {
+    let mut k = user.as_str().as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
 fn idem_key(group: &GroupId, room: &RoomId, user: &UserId, cmid: &str) -> Vec<u8> {
     key(&[
         group.as_str().as_bytes(),
@@ -129,6 +152,10 @@ struct Tables {
     messages: Keyspace,
     activity: Keyspace,
     idem: Keyspace,
+    media: Keyspace,
+    room_media: Keyspace,
+    devices: Keyspace,
+    mutes: Keyspace,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,6 +166,10 @@ enum Table {
     Messages,
     Activity,
     Idem,
+    Media,
+    RoomMedia,
+    Devices,
+    Mutes,
 }
 
 impl Tables {
@@ -158,6 +189,10 @@ impl Tables {
             messages: open("messages")?,
             activity: open("activity")?,
             idem: open("idem")?,
+            media: open("media")?,
+            room_media: open("room_media")?,
+            devices: open("devices")?,
+            mutes: open("mutes")?,
             db,
         })
     }
@@ -170,6 +205,10 @@ impl Tables {
             Table::Messages => &self.messages,
             Table::Activity => &self.activity,
             Table::Idem => &self.idem,
+            Table::Media => &self.media,
+            Table::RoomMedia => &self.room_media,
+            Table::Devices => &self.devices,
+            Table::Mutes => &self.mutes,
         }
     }
 
@@ -286,6 +325,35 @@ enum WriteOp {
         msg: StoredMessage,
         done: Reply<()>,
     },
+    PutMedia {
+        media: MediaRecord,
+        done: Reply<()>,
+    },
+    MarkThumbnail {
+        id: String,
+        done: Reply<bool>,
+    },
+    DeleteMedia {
+        id: String,
+        done: Reply<()>,
+    },
+    PutDevice {
+        user: UserId,
+        device: DeviceRecord,
+        done: Reply<()>,
+    },
+    DeleteDevice {
+        user: UserId,
+        token: String,
+        done: Reply<()>,
+    },
+    SetMuted {
+        group: GroupId,
+        room: RoomId,
+        user: UserId,
+        muted: bool,
+        done: Reply<()>,
+    },
 }
 
 /// A batch being built: the last value of every key it writes (`None` is a deletion), which
@@ -348,6 +416,7 @@ enum Done {
     Create(Reply<CreateOutcome>, CreateOutcome),
     Unit(Reply<()>),
     Append(Reply<AppendOutcome>, AppendOutcome),
+    Bool(Reply<bool>, bool),
 }
 
 impl Done {
@@ -365,6 +434,9 @@ impl Done {
             }
             Self::Append(tx, outcome) => {
                 let _ = tx.send(result.as_ref().map(|_| outcome).map_err(|_| err()));
+            }
+            Self::Bool(tx, value) => {
+                let _ = tx.send(result.as_ref().map(|_| value).map_err(|_| err()));
             }
         }
     }
@@ -411,8 +483,10 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 Ok(None)
             })();
             match result {
+                // The existing room may be this very batch's (two creators at once): answer
+                // after the commit, so the caller never looks for a room not yet durable.
                 Ok(Some(existing)) => {
-                    let _ = tx.send(Ok(CreateOutcome::Exists(existing)));
+                    done.push(Done::Create(tx, CreateOutcome::Exists(existing)));
                 }
                 Ok(None) => done.push(Done::Create(tx, CreateOutcome::Created)),
                 Err(e) => {
@@ -432,7 +506,7 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                     batch.remove(Table::Members, member_key(&group, &room, &member.user));
                     batch.remove(Table::UserRooms, user_room_key(&member.user, &group, &room));
                 }
-                for table in [Table::Messages, Table::Idem] {
+                for table in [Table::Messages, Table::Idem, Table::RoomMedia, Table::Mutes] {
                     let keys: Vec<Vec<u8>> = batch
                         .tables
                         .table(table)
@@ -440,6 +514,10 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                         .map(|g| g.key().map(|k| k.to_vec()).map_err(io_err))
                         .collect::<StoreResult<_>>()?;
                     for k in keys {
+                        if table == Table::RoomMedia {
+                            // The key ends with the media id, after the room's prefix.
+                            batch.remove(Table::Media, k[prefix.len()..].to_vec());
+                        }
                         batch.remove(table, k);
                     }
                 }
@@ -497,6 +575,8 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             let result = (|| {
                 let mk = member_key(&group, &room, &user);
                 if batch.get::<MemberRecord>(Table::Members, &mk)?.is_some() {
+                    // A member who leaves takes their mute with them.
+                    batch.remove(Table::Mutes, mk.clone());
                     batch.remove(Table::Members, mk);
                     batch.remove(Table::UserRooms, user_room_key(&user, &group, &room));
                     let mut activity = activity_of(batch, &group, &room)?;
@@ -604,6 +684,106 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 }
                 Ok(())
             })();
+            match result {
+                Ok(()) => done.push(Done::Unit(tx)),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+        WriteOp::PutMedia { media, done: tx } => {
+            let result = (|| {
+                batch.put(
+                    Table::RoomMedia,
+                    room_media_key(&media.group, &media.room, &media.id),
+                    &(),
+                )?;
+                batch.put(Table::Media, media.id.as_bytes().to_vec(), &media)
+            })();
+            match result {
+                Ok(()) => done.push(Done::Unit(tx)),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+        WriteOp::MarkThumbnail { id, done: tx } => {
+            let result = (|| {
+                let key = id.as_bytes().to_vec();
+                let Some(mut media) = batch.get::<MediaRecord>(Table::Media, &key)? else {
+                    return Ok(false);
+                };
+                media.has_thumbnail = true;
+                batch.put(Table::Media, key, &media)?;
+                Ok(true)
+            })();
+            match result {
+                Ok(found) => done.push(Done::Bool(tx, found)),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+        WriteOp::DeleteMedia { id, done: tx } => {
+            let result = (|| {
+                let key = id.as_bytes().to_vec();
+                if let Some(media) = batch.get::<MediaRecord>(Table::Media, &key)? {
+                    batch.remove(
+                        Table::RoomMedia,
+                        room_media_key(&media.group, &media.room, &media.id),
+                    );
+                    batch.remove(Table::Media, key);
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => done.push(Done::Unit(tx)),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+        WriteOp::PutDevice {
+            user,
+            mut device,
+            done: tx,
+        } => {
+            let result = (|| {
+                let dk = device_key(&user, &device.token);
+                if let Some(existing) = batch.get::<DeviceRecord>(Table::Devices, &dk)? {
+                    device.created = existing.created;
+                }
+                batch.put(Table::Devices, dk, &device)
+            })();
+            match result {
+                Ok(()) => done.push(Done::Unit(tx)),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+        WriteOp::DeleteDevice {
+            user,
+            token,
+            done: tx,
+        } => {
+            batch.remove(Table::Devices, device_key(&user, &token));
+            done.push(Done::Unit(tx));
+        }
+        WriteOp::SetMuted {
+            group,
+            room,
+            user,
+            muted,
+            done: tx,
+        } => {
+            let mk = member_key(&group, &room, &user);
+            let result = if muted {
+                batch.put(Table::Mutes, mk, &now_ms())
+            } else {
+                batch.remove(Table::Mutes, mk);
+                Ok(())
+            };
             match result {
                 Ok(()) => done.push(Done::Unit(tx)),
                 Err(e) => {
@@ -963,6 +1143,92 @@ impl Store for EmbeddedStore {
             out.sort_by_key(|e| {
                 std::cmp::Reverse(e.last.as_ref().map_or(e.record.created, |m| m.ts))
             });
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_media(&self, media: MediaRecord) -> StoreResult<()> {
+        self.write(|done| WriteOp::PutMedia { media, done }).await
+    }
+
+    async fn get_media(&self, id: &str) -> StoreResult<Option<MediaRecord>> {
+        let key = id.as_bytes().to_vec();
+        self.read(move |t| t.get(Table::Media, &key)).await
+    }
+
+    async fn set_media_thumbnail(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(|done| WriteOp::MarkThumbnail { id, done }).await
+    }
+
+    async fn delete_media(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(|done| WriteOp::DeleteMedia { id, done }).await
+    }
+
+    async fn put_device(&self, user: &UserId, device: DeviceRecord) -> StoreResult<()> {
+        let user = user.clone();
+        self.write(|done| WriteOp::PutDevice { user, device, done })
+            .await
+    }
+
+    async fn delete_device(&self, user: &UserId, token: &str) -> StoreResult<()> {
+        let (user, token) = (user.clone(), token.to_owned());
+        self.write(|done| WriteOp::DeleteDevice { user, token, done })
+            .await
+    }
+
+    async fn devices_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, Vec<DeviceRecord>)>> {
+        let users = users.to_vec();
+        self.read(move |t| {
+            let mut out = Vec::new();
+            for user in users {
+                let devices: Vec<DeviceRecord> = t.scan(Table::Devices, &devices_prefix(&user))?;
+                if !devices.is_empty() {
+                    out.push((user, devices));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_muted(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        user: &UserId,
+        muted: bool,
+    ) -> StoreResult<()> {
+        let (group, room, user) = (group.clone(), room.clone(), user.clone());
+        self.write(|done| WriteOp::SetMuted {
+            group,
+            room,
+            user,
+            muted,
+            done,
+        })
+        .await
+    }
+
+    async fn muted_among(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        users: &[UserId],
+    ) -> StoreResult<std::collections::HashSet<UserId>> {
+        let (group, room, users) = (group.clone(), room.clone(), users.to_vec());
+        self.read(move |t| {
+            let mut out = std::collections::HashSet::new();
+            for user in users {
+                if t.mutes
+                    .contains_key(member_key(&group, &room, &user))
+                    .map_err(io_err)?
+                {
+                    out.insert(user);
+                }
+            }
             Ok(out)
         })
         .await

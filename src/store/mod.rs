@@ -122,6 +122,84 @@ pub struct Page {
     pub more: bool,
 }
 
+/// An uploaded media object as the store describes it (PROTOCOL.md §4.3). The bytes live in the
+/// media store (`crate::media`) under a key built from `group`, `room` and `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// 32 lowercase hex digits, chosen by the node.
+    pub id: String,
+    pub group: GroupId,
+    pub room: RoomId,
+    pub uploader: UserId,
+    /// The declared (and checked) MIME type, without parameters.
+    pub content_type: String,
+    pub size: u64,
+    /// The file name the uploader gave, if any (already validated).
+    pub name: Option<String>,
+    pub created: i64,
+    /// True once an image's thumbnail is stored beside it.
+    pub has_thumbnail: bool,
+}
+
+/// The platform of a push device (§4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Android,
+    Ios,
+    Web,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Android => "android",
+            Self::Ios => "ios",
+            Self::Web => "web",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "android" => Some(Self::Android),
+            "ios" => Some(Self::Ios),
+            "web" => Some(Self::Web),
+            _ => None,
+        }
+    }
+}
+
+/// A user's device registered for push: its FCM registration token, when it was first
+/// registered and when the app last registered it again (apps do so at every start).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The FCM registration token. A credential: never logged (see the `Debug` impl).
+    pub token: String,
+    pub platform: Platform,
+    pub created: i64,
+    pub last_used: i64,
+}
+
+/// Debug without the token: only a short digest of it, enough to tell devices apart in logs.
+impl std::fmt::Debug for DeviceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceRecord")
+            .field("token", &token_digest(&self.token))
+            .field("platform", &self.platform)
+            .field("created", &self.created)
+            .field("last_used", &self.last_used)
+            .finish()
+    }
+}
+
+/// A short, stable digest of a token (device or access token) for logs: 8 hex digits of its
+/// SHA-256, never the token itself.
+pub fn token_digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    hex::encode(&digest[..4])
+}
+
 /// How long an idempotency key is honoured (§3.1: 24 hours).
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -141,7 +219,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_room(&self, group: &GroupId, room: &RoomId) -> StoreResult<Option<RoomRecord>>;
 
-    /// Deletes a room, its members, their chat-list entries, its messages and its keys.
+    /// Deletes a room, its members, their chat-list entries, its messages, its keys and its
+    /// media records (the media objects themselves are the media store's to delete).
     async fn delete_room(&self, group: &GroupId, room: &RoomId) -> StoreResult<()>;
 
     /// Loads a room for its actor, with at most `recent` of its latest messages.
@@ -224,6 +303,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's rooms in a group, most recent activity first.
     async fn chat_list(&self, user: &UserId, group: &GroupId) -> StoreResult<Vec<ChatListEntry>>;
+
+    /// Records an uploaded media object (replacing a record with the same id).
+    async fn put_media(&self, media: MediaRecord) -> StoreResult<()>;
+
+    async fn get_media(&self, id: &str) -> StoreResult<Option<MediaRecord>>;
+
+    /// Notes that the media's thumbnail is stored. `false` when the record is gone (the media
+    /// was deleted meanwhile): it is never brought back.
+    async fn set_media_thumbnail(&self, id: &str) -> StoreResult<bool>;
+
+    /// Deletes a media record (nothing happens when there is none).
+    async fn delete_media(&self, id: &str) -> StoreResult<()>;
+
+    /// Registers a push device for `user`, or refreshes it: a known token keeps its `created`
+    /// and takes the new `platform` and `last_used`.
+    async fn put_device(&self, user: &UserId, device: DeviceRecord) -> StoreResult<()>;
+
+    /// Forgets one of the user's devices (nothing happens when it is not registered).
+    async fn delete_device(&self, user: &UserId, token: &str) -> StoreResult<()>;
+
+    /// The devices of each of `users` who has any, in the order of `users`.
+    async fn devices_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, Vec<DeviceRecord>)>>;
+
+    /// Mutes or unmutes a room's push notifications for one of its members. Removing the member
+    /// or deleting the room forgets the mute.
+    async fn set_muted(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        user: &UserId,
+        muted: bool,
+    ) -> StoreResult<()>;
+
+    /// Which of `users` have muted the room.
+    async fn muted_among(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        users: &[UserId],
+    ) -> StoreResult<std::collections::HashSet<UserId>>;
 
     /// Flushes and syncs everything; called once at shutdown.
     async fn close(&self) -> StoreResult<()>;

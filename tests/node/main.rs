@@ -3,7 +3,10 @@
 
 mod chat;
 mod errors;
+mod fcm_mock;
 mod helpers;
 mod http;
 mod lifecycle;
+mod media;
+mod push;
 mod rooms;

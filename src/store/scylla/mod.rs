@@ -8,6 +8,8 @@
 //!   bucket by bucket over buckets that hold messages and stops at the room's first ([`walk`]).
 //! - `rooms` (the record and the member count), `members` (with read cursors), `user_rooms` (the
 //!   chat list), `idempotency` (24 h keys), `schema_version`.
+//! - `push_devices` (one partition per user) and `room_mutes` (one per room): push settings
+//!   ([`devices`]).
 //!
 //! Writes and why each is safe without counters or multi-partition transactions:
 //! - **Room creation** is `INSERT ... IF NOT EXISTS` (a lightweight transaction): of two
@@ -40,6 +42,7 @@
 //! request timeout come from [`ScyllaSettings`]. TLS is not offered yet (see `settings.rs`).
 
 pub mod buckets;
+pub mod devices;
 pub mod rows;
 pub mod schema;
 pub mod settings;
@@ -71,14 +74,14 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use self::buckets::Bucket;
 use self::rows::{
-    EditValues, MemberRow, MemberValues, MessageRow, MessageValues, RoomRow, RoomValues,
-    clamp_bigint, to_bigint,
+    EditValues, MediaRow, MediaValues, MemberRow, MemberValues, MessageRow, MessageValues, RoomRow,
+    RoomValues, clamp_bigint, to_bigint,
 };
 use self::schema::{Prepared, SCHEMA_COMPONENT, SCHEMA_VERSION};
 use self::walk::{Bound, BucketSource, Direction, walk};
 use super::{
-    AppendOutcome, ChatListEntry, CreateOutcome, LoadedRoom, MemberRecord, Page, RoomRecord, Store,
-    StoreError, StoreResult, StoredMessage,
+    AppendOutcome, ChatListEntry, CreateOutcome, DeviceRecord, LoadedRoom, MediaRecord,
+    MemberRecord, Page, RoomRecord, Store, StoreError, StoreResult, StoredMessage,
 };
 use crate::config::ScyllaSettings;
 use crate::ids::{GroupId, MessageId, RoomId, UserId, now_ms};
@@ -334,7 +337,9 @@ pub async fn migrate(settings: &ScyllaSettings) -> Result<Migrated, OpenError> {
         return Ok(Migrated::Newer(v));
     }
     // Version 1 is the first: every table is created if absent. A later version adds its
-    // steps here, each idempotent, before the version row is written.
+    // steps here, each idempotent, before the version row is written. Version 2 only adds
+    // tables (`media`, `room_media`), which the loop below creates like every other, and so
+    // does version 3 (`push_devices`, `room_mutes`).
     for table in schema::TABLES {
         session
             .query_unpaged(ddl(schema::create_table_cql(table)), ())
@@ -891,13 +896,16 @@ impl Store for ScyllaStore {
         self.check_open()?;
         let _lock = self.room_lock(group, room).lock().await;
         let (g, r, u) = (group.as_str(), room.as_str(), user.as_str());
-        let (a, b) = futures_util::future::join(
+        let (a, b, c) = futures_util::future::join3(
             self.exec("remove_member", &self.q.delete_member, (g, r, u)),
             self.exec("remove_member", &self.q.delete_user_room, (u, g, r)),
+            // A member who leaves takes their mute with them.
+            self.exec("remove_member", &self.q.delete_mute, (g, r, u)),
         )
         .await;
         a?;
         b?;
+        c?;
         self.recount(group, room).await
     }
 
@@ -1126,6 +1134,90 @@ impl Store for ScyllaStore {
         Ok(out)
     }
 
+    async fn put_media(&self, media: MediaRecord) -> StoreResult<()> {
+        self.check_open()?;
+        let values = MediaValues::new(&media)?;
+        // The room's index first, so a room deleted later always finds the record.
+        self.exec(
+            "put_media",
+            &self.q.insert_room_media,
+            (media.group.as_str(), media.room.as_str(), media.id.as_str()),
+        )
+        .await?;
+        self.exec("put_media", &self.q.insert_media, values).await?;
+        Ok(())
+    }
+
+    async fn get_media(&self, id: &str) -> StoreResult<Option<MediaRecord>> {
+        self.check_open()?;
+        let row: Option<MediaRow> = self.first("get_media", &self.q.select_media, (id,)).await?;
+        match row {
+            Some(row) => row.into_record(),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_media_thumbnail(&self, id: &str) -> StoreResult<bool> {
+        self.check_open()?;
+        let outcome = self
+            .lwt(
+                "set_media_thumbnail",
+                &self.q.set_media_thumbnail,
+                (true, id),
+            )
+            .await?;
+        Ok(outcome.applied)
+    }
+
+    async fn delete_media(&self, id: &str) -> StoreResult<()> {
+        self.check_open()?;
+        let Some(media) = self.get_media(id).await? else {
+            return Ok(());
+        };
+        // The record before its index entry: a failure half-way leaves an index entry that a
+        // room deletion cleans up, never a record that nothing points to.
+        self.exec("delete_media", &self.q.delete_media, (id,))
+            .await?;
+        self.exec(
+            "delete_media",
+            &self.q.delete_one_room_media,
+            (media.group.as_str(), media.room.as_str(), id),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_device(&self, user: &UserId, device: DeviceRecord) -> StoreResult<()> {
+        self.put_device_row(user, device).await
+    }
+
+    async fn delete_device(&self, user: &UserId, token: &str) -> StoreResult<()> {
+        self.delete_device_row(user, token).await
+    }
+
+    async fn devices_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, Vec<DeviceRecord>)>> {
+        self.device_rows(users).await
+    }
+
+    async fn set_muted(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        user: &UserId,
+        muted: bool,
+    ) -> StoreResult<()> {
+        self.set_mute_row(group, room, user, muted).await
+    }
+
+    async fn muted_among(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        users: &[UserId],
+    ) -> StoreResult<std::collections::HashSet<UserId>> {
+        self.mutes_among(group, room, users).await
+    }
+
     async fn close(&self) -> StoreResult<()> {
         // Every write has been answered by the time it returned: nothing is buffered here.
         // The session's connections close when the store is dropped.
@@ -1146,6 +1238,19 @@ impl ScyllaStore {
         )
         .await;
         let (members, buckets) = (members?, buckets?);
+        let media: Vec<(String,)> = self
+            .rows_paged("delete_room", &self.q.select_room_media, (g, r))
+            .await?;
+        Self::each(media, |(id,)| async move {
+            self.exec("delete_room", &self.q.delete_media, (id.as_str(),))
+                .await
+                .map(|_| ())
+        })
+        .await?;
+        self.exec("delete_room", &self.q.delete_room_media, (g, r))
+            .await?;
+        self.exec("delete_room", &self.q.delete_room_mutes, (g, r))
+            .await?;
         let users: Vec<String> = members.into_iter().map(|m| m.user_id).collect();
         Self::each(users, |user| async move {
             self.exec(

@@ -9,7 +9,9 @@ use ::scylla::{DeserializeRow, SerializeRow};
 use super::buckets::bucket_of;
 use crate::ids::{GroupId, MessageId, RoomId, UserId};
 use crate::protocol::{MediaRef, MessageKind};
-use crate::store::{MemberRecord, RoomKind, RoomRecord, StoreError, StoreResult, StoredMessage};
+use crate::store::{
+    MediaRecord, MemberRecord, RoomKind, RoomRecord, StoreError, StoreResult, StoredMessage,
+};
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {detail}"))
@@ -333,6 +335,87 @@ impl MessageRow {
     }
 }
 
+/// The values of `INSERT_MEDIA`.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeRow)]
+pub struct MediaValues<'a> {
+    pub media_id: &'a str,
+    pub group_id: &'a str,
+    pub room_id: &'a str,
+    pub uploader: &'a str,
+    pub content_type: &'a str,
+    pub size: i64,
+    pub file_name: Option<&'a str>,
+    pub created: i64,
+    pub has_thumbnail: bool,
+}
+
+impl<'a> MediaValues<'a> {
+    pub fn new(media: &'a MediaRecord) -> StoreResult<Self> {
+        Ok(Self {
+            media_id: &media.id,
+            group_id: media.group.as_str(),
+            room_id: media.room.as_str(),
+            uploader: media.uploader.as_str(),
+            content_type: &media.content_type,
+            size: to_bigint(media.size, "media size")?,
+            file_name: media.name.as_deref(),
+            created: media.created,
+            has_thumbnail: media.has_thumbnail,
+        })
+    }
+}
+
+/// A row of `SELECT_MEDIA`.
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct MediaRow {
+    pub media_id: String,
+    pub group_id: Option<String>,
+    pub room_id: Option<String>,
+    pub uploader: Option<String>,
+    pub content_type: Option<String>,
+    pub size: Option<i64>,
+    pub file_name: Option<String>,
+    pub created: Option<i64>,
+    pub has_thumbnail: Option<bool>,
+}
+
+impl MediaRow {
+    pub const COLUMNS: &'static [&'static str] = &[
+        "media_id",
+        "group_id",
+        "room_id",
+        "uploader",
+        "content_type",
+        "size",
+        "file_name",
+        "created",
+        "has_thumbnail",
+    ];
+
+    /// The record, or `None` for a row without its room (the remains of a thumbnail update
+    /// that raced the deletion).
+    pub fn into_record(self) -> StoreResult<Option<MediaRecord>> {
+        let (Some(group), Some(room), Some(uploader)) =
+            (self.group_id, self.room_id, self.uploader)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(MediaRecord {
+            id: self.media_id,
+            group: GroupId::parse(&group).map_err(|e| corrupt("media group", e))?,
+            room: RoomId::parse(&room).map_err(|e| corrupt("media room", e))?,
+            uploader: UserId::parse(&uploader).map_err(|e| corrupt("media uploader", e))?,
+            content_type: self
+                .content_type
+                .ok_or_else(|| corrupt("media", "no content type"))?,
+            size: from_bigint(self.size.unwrap_or(0), "media size")?,
+            name: self.file_name,
+            created: self.created.unwrap_or(0),
+            has_thumbnail: self.has_thumbnail.unwrap_or(false),
+        }))
+    }
+}
+
 /// The id bound to a claim: the id of the message that holds the key.
 pub fn claim_id(id: MessageId) -> StoreResult<i64> {
     to_bigint(id, "message id")
@@ -367,6 +450,7 @@ mod tests {
                 content_type: "image/png".into(),
                 size: 1234,
                 name: Some("cat.png".into()),
+                thumbnail: true,
             }),
             ts: 1_750_000_000_000,
             cmid: Some("c-9".into()),
@@ -617,6 +701,8 @@ mod tests {
             assert_eq!(listed_columns(stmt.cql), MemberRow::COLUMNS, "{}", stmt.cql);
         }
         assert_eq!(listed_columns(schema::SELECT_ROOM.cql), RoomRow::COLUMNS);
+        assert_eq!(listed_columns(schema::SELECT_MEDIA.cql), MediaRow::COLUMNS);
+        assert_eq!(listed_columns(schema::INSERT_MEDIA.cql), MediaRow::COLUMNS);
         assert_eq!(
             listed_columns(schema::INSERT_MESSAGE.cql),
             MessageValues::COLUMNS
@@ -627,6 +713,44 @@ mod tests {
         let member_insert = listed_columns(schema::UPSERT_MEMBER.cql);
         assert_eq!(&member_insert[..2], ["group_id", "room_id"]);
         assert_eq!(&member_insert[2..], MemberRow::COLUMNS);
+    }
+
+    #[test]
+    fn a_media_record_round_trips() {
+        let media = MediaRecord {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            group: group(),
+            room: room(),
+            uploader: user("alice"),
+            content_type: "image/png".into(),
+            size: 4096,
+            name: Some("cat.png".into()),
+            created: 1_750_000_000_000,
+            has_thumbnail: true,
+        };
+        let v = MediaValues::new(&media).expect("values");
+        let row = MediaRow {
+            media_id: v.media_id.to_owned(),
+            group_id: Some(v.group_id.to_owned()),
+            room_id: Some(v.room_id.to_owned()),
+            uploader: Some(v.uploader.to_owned()),
+            content_type: Some(v.content_type.to_owned()),
+            size: Some(v.size),
+            file_name: v.file_name.map(str::to_owned),
+            created: Some(v.created),
+            has_thumbnail: Some(v.has_thumbnail),
+        };
+        assert_eq!(row.clone().into_record().expect("row"), Some(media));
+        let remains = MediaRow {
+            group_id: None,
+            ..row.clone()
+        };
+        assert_eq!(remains.into_record().expect("row"), None);
+        let bad = MediaRow {
+            size: Some(-5),
+            ..row
+        };
+        assert!(bad.into_record().is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ::scylla::statement::prepared::PreparedStatement;
 
 /// The schema version this build writes and expects. Raise it with every change to the tables
 /// below, and teach `chatnode migrate` to bring older versions forward.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The row of `schema_version` that records this application's schema.
 pub const SCHEMA_COMPONENT: &str = "chatnode";
@@ -383,6 +383,157 @@ pub const DELETE_CMIDS: Stmt = stmt(
 );
 
 // ---------------------------------------------------------------------------------------------
+/// Uploaded media (version 2), one partition per media id: a download names only the id.
+pub const MEDIA: Table = Table {
+    name: "media",
+    columns: &[
+        ("media_id", "text"),
+        ("group_id", "text"),
+        ("room_id", "text"),
+        ("uploader", "text"),
+        ("content_type", "text"),
+        ("size", "bigint"),
+        ("file_name", "text"),
+        ("created", "bigint"),
+        ("has_thumbnail", "boolean"),
+    ],
+    partition_key: &["media_id"],
+    clustering: &[],
+    ours: true,
+};
+
+pub const INSERT_MEDIA: Stmt = stmt(
+    &MEDIA,
+    "INSERT INTO media (media_id, group_id, room_id, uploader, content_type, size, file_name, \
+     created, has_thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+);
+
+pub const SELECT_MEDIA: Stmt = stmt(
+    &MEDIA,
+    "SELECT media_id, group_id, room_id, uploader, content_type, size, file_name, created, \
+     has_thumbnail FROM media WHERE media_id = ?",
+);
+
+/// Conditional, so a thumbnail that finishes after its media was deleted cannot recreate the
+/// row.
+pub const SET_MEDIA_THUMBNAIL: Stmt = lwt(
+    &MEDIA,
+    "UPDATE media SET has_thumbnail = ? WHERE media_id = ? IF EXISTS",
+);
+
+pub const DELETE_MEDIA: Stmt = stmt(&MEDIA, "DELETE FROM media WHERE media_id = ?");
+
+// ---------------------------------------------------------------------------------------------
+/// Each room's media ids (version 2), so that deleting a room finds its media records.
+pub const ROOM_MEDIA: Table = Table {
+    name: "room_media",
+    columns: &[
+        ("group_id", "text"),
+        ("room_id", "text"),
+        ("media_id", "text"),
+    ],
+    partition_key: &["group_id", "room_id"],
+    clustering: &[("media_id", Order::Asc)],
+    ours: true,
+};
+
+pub const INSERT_ROOM_MEDIA: Stmt = stmt(
+    &ROOM_MEDIA,
+    "INSERT INTO room_media (group_id, room_id, media_id) VALUES (?, ?, ?)",
+);
+
+pub const SELECT_ROOM_MEDIA: Stmt = stmt(
+    &ROOM_MEDIA,
+    "SELECT media_id FROM room_media WHERE group_id = ? AND room_id = ?",
+);
+
+pub const DELETE_ONE_ROOM_MEDIA: Stmt = stmt(
+    &ROOM_MEDIA,
+    "DELETE FROM room_media WHERE group_id = ? AND room_id = ? AND media_id = ?",
+);
+
+pub const DELETE_ROOM_MEDIA: Stmt = stmt(
+    &ROOM_MEDIA,
+    "DELETE FROM room_media WHERE group_id = ? AND room_id = ?",
+);
+
+// ---------------------------------------------------------------------------------------------
+/// Each user's push devices (version 3), one partition per user: a push reads them all at once.
+/// `device_token` is the FCM registration token (`token` is a CQL keyword).
+pub const PUSH_DEVICES: Table = Table {
+    name: "push_devices",
+    columns: &[
+        ("user_id", "text"),
+        ("device_token", "text"),
+        ("platform", "text"),
+        ("created", "bigint"),
+        ("last_used", "bigint"),
+    ],
+    partition_key: &["user_id"],
+    clustering: &[("device_token", Order::Asc)],
+    ours: true,
+};
+
+/// Read before a registration, so that registering a known token again keeps its `created`.
+pub const SELECT_DEVICE_CREATED: Stmt = stmt(
+    &PUSH_DEVICES,
+    "SELECT created FROM push_devices WHERE user_id = ? AND device_token = ?",
+);
+
+pub const UPSERT_DEVICE: Stmt = stmt(
+    &PUSH_DEVICES,
+    "INSERT INTO push_devices (user_id, device_token, platform, created, last_used) \
+     VALUES (?, ?, ?, ?, ?)",
+);
+
+pub const SELECT_DEVICES: Stmt = stmt(
+    &PUSH_DEVICES,
+    "SELECT device_token, platform, created, last_used FROM push_devices WHERE user_id = ?",
+);
+
+pub const DELETE_DEVICE: Stmt = stmt(
+    &PUSH_DEVICES,
+    "DELETE FROM push_devices WHERE user_id = ? AND device_token = ?",
+);
+
+// ---------------------------------------------------------------------------------------------
+/// Rooms muted by their members (version 3), one partition per room: a push asks once which of
+/// its recipients muted the room, and deleting the room deletes its mutes.
+pub const ROOM_MUTES: Table = Table {
+    name: "room_mutes",
+    columns: &[
+        ("group_id", "text"),
+        ("room_id", "text"),
+        ("user_id", "text"),
+        ("muted_at", "bigint"),
+    ],
+    partition_key: &["group_id", "room_id"],
+    clustering: &[("user_id", Order::Asc)],
+    ours: true,
+};
+
+pub const INSERT_MUTE: Stmt = stmt(
+    &ROOM_MUTES,
+    "INSERT INTO room_mutes (group_id, room_id, user_id, muted_at) VALUES (?, ?, ?, ?)",
+);
+
+pub const DELETE_MUTE: Stmt = stmt(
+    &ROOM_MUTES,
+    "DELETE FROM room_mutes WHERE group_id = ? AND room_id = ? AND user_id = ?",
+);
+
+/// At most [`MAX_IN`] users per call.
+pub const SELECT_MUTES_IN: Stmt = stmt(
+    &ROOM_MUTES,
+    "SELECT user_id FROM room_mutes WHERE group_id = ? AND room_id = ? AND user_id IN ?",
+);
+
+pub const DELETE_ROOM_MUTES: Stmt = stmt(
+    &ROOM_MUTES,
+    "DELETE FROM room_mutes WHERE group_id = ? AND room_id = ?",
+);
+
+// ---------------------------------------------------------------------------------------------
 /// The server's own description of itself, read by `chatnode migrate` to learn whether it has
 /// tablets (conditional statements need a keyspace without them on servers that lack
 /// `LWT_WITH_TABLETS`). Cassandra has no such column, which the probe reads as "no tablets".
@@ -410,6 +561,10 @@ pub const TABLES: &[&Table] = &[
     &MESSAGE_BUCKETS,
     &MESSAGES,
     &IDEMPOTENCY,
+    &MEDIA,
+    &ROOM_MEDIA,
+    &PUSH_DEVICES,
+    &ROOM_MUTES,
 ];
 
 /// Statements that only `chatnode migrate` runs (not prepared by a node).
@@ -470,6 +625,22 @@ prepared! {
     claim_cmid: CLAIM_CMID,
     take_over_cmid: TAKE_OVER_CMID,
     delete_cmids: DELETE_CMIDS,
+    insert_media: INSERT_MEDIA,
+    select_media: SELECT_MEDIA,
+    set_media_thumbnail: SET_MEDIA_THUMBNAIL,
+    delete_media: DELETE_MEDIA,
+    insert_room_media: INSERT_ROOM_MEDIA,
+    select_room_media: SELECT_ROOM_MEDIA,
+    delete_one_room_media: DELETE_ONE_ROOM_MEDIA,
+    delete_room_media: DELETE_ROOM_MEDIA,
+    select_device_created: SELECT_DEVICE_CREATED,
+    upsert_device: UPSERT_DEVICE,
+    select_devices: SELECT_DEVICES,
+    delete_device: DELETE_DEVICE,
+    insert_mute: INSERT_MUTE,
+    delete_mute: DELETE_MUTE,
+    select_mutes_in: SELECT_MUTES_IN,
+    delete_room_mutes: DELETE_ROOM_MUTES,
 }
 
 /// Prepares one statement; the error names the statement (CQL text holds no secrets).
