@@ -23,7 +23,7 @@ use super::ActorDeps;
 use super::room::{Drain as DrainRoom, RoomActor, RoomStart};
 use super::supervisor::{GroupStopped, NodeSupervisor};
 use crate::error::ChatError;
-use crate::ids::{GroupId, RoomId, UserId};
+use crate::ids::{GroupId, MessageId, RoomId, UserId};
 use crate::protocol::ServerFrame;
 use crate::protocol::frame::{MessageSummary, RoomEventKind};
 use crate::push::MessageNote;
@@ -66,6 +66,29 @@ pub struct RoomActivity {
     /// A new message, when push is on: recipients without a subscribed connection (and not
     /// its sender) get a push about it.
     pub push: Option<Arc<MessageNote>>,
+}
+
+/// From a room, instead of a [`RoomActivity`] for a new message: the same members are away
+/// as in its last one (nobody subscribed, nothing changed), so push only counts one more
+/// message for them. It comes through the group so that it never overtakes that activity.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MoreActivity {
+    pub room: RoomId,
+    pub note: Arc<MessageNote>,
+}
+
+/// From a room: a member's cursor skipped unread messages (they read the room somewhere); with
+/// push on, their devices get a silent notice. Through the group to keep its order with
+/// [`RoomActivity`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberRead {
+    pub room: RoomId,
+    pub user: UserId,
+    pub cursor: MessageId,
+    /// Their unread count in the room after the move.
+    pub unread: u64,
 }
 
 /// From a room: it stopped.
@@ -351,6 +374,30 @@ impl Handler<RoomActivity> for GroupActor {
                     .absent(self.group_id.clone(), msg.room, note, away);
             }
         }
+    }
+}
+
+impl Handler<MoreActivity> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MoreActivity, _ctx: &mut Self::Context) {
+        self.deps
+            .push
+            .more(self.group_id.clone(), msg.room, msg.note);
+    }
+}
+
+impl Handler<MemberRead> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberRead, _ctx: &mut Self::Context) {
+        self.deps.push.read(
+            self.group_id.clone(),
+            msg.room,
+            msg.user,
+            msg.cursor,
+            msg.unread,
+        );
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::group::{GroupActor, RoomActivity, RoomStopped};
+use super::group::{GroupActor, MemberRead, MoreActivity, RoomActivity, RoomStopped};
 use super::{ActorDeps, EnteredReply, OutMessage, PageReply, Responder, SentInfo};
 use crate::error::ChatError;
 use crate::ids::{GroupId, MessageId, RoomId, Snowflake, UserId, now_ms};
@@ -451,10 +451,12 @@ impl RoomActor {
                 .is_some_and(|(at, from)| at.elapsed() < window && *from == note.from)
         {
             // The same members are away as for the last full list: the push actor counts one
-            // more message for each of them, and this room does no work per member.
-            self.deps
-                .push
-                .more(self.group_id.clone(), self.room_id.clone(), note.clone());
+            // more message for each of them, and this room does no work per member. Through
+            // the group, like the list, so it cannot arrive first.
+            self.group.do_send(MoreActivity {
+                room: self.room_id.clone(),
+                note: note.clone(),
+            });
             return;
         }
         if push.is_none() && !subscribed {
@@ -529,13 +531,13 @@ impl RoomActor {
             .members
             .get(user)
             .map_or(0, |m| self.last_seq.saturating_sub(m.cursor_seq));
-        self.deps.push.read(
-            self.group_id.clone(),
-            self.room_id.clone(),
-            user.clone(),
+        // Through the group, like the room's activity, so it keeps its order with it.
+        self.group.do_send(MemberRead {
+            room: self.room_id.clone(),
+            user: user.clone(),
             cursor,
             unread,
-        );
+        });
     }
 
     fn absent_members(&self) -> Vec<UserId> {

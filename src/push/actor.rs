@@ -57,7 +57,8 @@ pub struct NotifyAbsent {
     pub recipients: Vec<(UserId, u64)>,
 }
 
-/// From a room: one more message for exactly the recipients of the room's last
+/// From a room (through its group, so it never overtakes that list): one more message for
+/// exactly the recipients of the room's last
 /// [`NotifyAbsent`], each with one more unread message per `NotifyMore` since. The room sends
 /// it instead of the full list while nothing changed (same sender, nobody subscribed, no
 /// presence, membership or cursor change) within one window of that list, so a burst in a
@@ -70,7 +71,8 @@ pub struct NotifyMore {
     pub note: Arc<MessageNote>,
 }
 
-/// From a room: a member's read cursor moved (they read the room on some device).
+/// From a room (through its group): a member's read cursor moved (they read the room on some
+/// device).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct NotifyRead {
@@ -142,10 +144,27 @@ struct Lookup {
 }
 
 /// One FCM request to make.
+/// Its body is rendered only when it is sent, so a large room's pushes do not all sit in memory
+/// as bodies at once.
 struct Delivery {
     user: UserId,
     token: String,
-    body: Bytes,
+    what: Arc<Rendering>,
+}
+
+/// What the deliveries of one (user, room) share.
+struct Rendering {
+    group: GroupId,
+    room: RoomId,
+    collapse_key: Arc<str>,
+    work: Work,
+}
+
+impl Delivery {
+    fn body(&self) -> Bytes {
+        let r = &self.what;
+        render(&r.group, &r.room, &r.collapse_key, &r.work, &self.token)
+    }
 }
 
 pub struct PushActor {
@@ -346,7 +365,7 @@ impl PushActor {
             let store = self.store.clone();
             let addr = ctx.address();
             actix::spawn(async move {
-                let outcome = client.send(delivery.body).await;
+                let outcome = client.send(delivery.body()).await;
                 if outcome == Outcome::TokenInvalid {
                     tracing::info!(
                         user = %delivery.user,
@@ -430,18 +449,23 @@ async fn resolve(store: SharedStore, lookup: Lookup) -> Result<Vec<Delivery>, St
     let with_devices = store.devices_of(&users).await?;
     metrics::counter!("chatnode_push_skipped_total", "reason" => "no_device")
         .increment((users.len() - with_devices.len()) as u64);
-    let collapse_key = room_key(&group, &room);
+    let collapse_key: Arc<str> = room_key(&group, &room).into();
     let mut deliveries = Vec::new();
     for (user, devices) in with_devices {
-        let Some(work) = wanted.get(&user) else {
+        let Some(work) = wanted.remove(&user) else {
             continue;
         };
+        let what = Arc::new(Rendering {
+            group: group.clone(),
+            room: room.clone(),
+            collapse_key: collapse_key.clone(),
+            work,
+        });
         for device in devices {
-            let body = render(&group, &room, &collapse_key, work, &device.token);
             deliveries.push(Delivery {
                 user: user.clone(),
                 token: device.token,
-                body,
+                what: what.clone(),
             });
         }
     }

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! RoomActor ── RoomActivity (+ MessageNote) ──> GroupActor ── NotifyAbsent ──> PushActor ──> FCM
-//!     └──────────────── NotifyRead (a cursor moved) ─────────────────────────────┘
+//!           ── MoreActivity ───────────────────>            ── NotifyMore ──>
+//!           ── MemberRead (a cursor moved) ────>            ── NotifyRead ──>
 //! ```
+//!
+//! Everything a room hands to push goes through its group, one mailbox after the other, so the
+//! push actor sees it in the room's order.
 //!
 //! - The room names the members who are not present with their unread counts; the group keeps
 //!   those who have no connection subscribed (`sub`) and are not the sender. Both hand over
