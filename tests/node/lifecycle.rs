@@ -91,6 +91,26 @@ async fn sigterm_drains_with_1001_and_exits_zero() {
     assert_eq!(entered["msgs"][0]["text"], "last words");
 }
 
+/// The metrics text once it contains every one of `wanted` (recorders update as the actors run,
+/// so a scrape right after a reply may be a moment early), or after 5 s whatever it is.
+async fn metrics_with(client: &reqwest::Client, node: &TestNode, wanted: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = client
+            .get(node.http("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        if wanted.iter().all(|w| text.contains(w)) || tokio::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn operations_endpoints() {
     let node = TestNode::spawn(&[]);
@@ -111,14 +131,7 @@ async fn operations_endpoints() {
     let mut alice = node.connect("alice").await;
     alice.enter(G, "m").await;
     alice.say(G, "m", "counted", "c").await;
-    let metrics = client
-        .get(node.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = metrics_with(&client, &node, &["chatnode_messages_stored_total 1"]).await;
     for name in [
         "chatnode_connections{transport=\"ws\"} 1",
         "chatnode_messages_stored_total 1",
@@ -139,14 +152,7 @@ async fn operations_endpoints() {
             .await["t"],
         "ok"
     );
-    let metrics = client
-        .get(node.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = metrics_with(&client, &node, &["chatnode_present_users 0"]).await;
     assert!(metrics.contains("chatnode_present_users 0"), "{metrics}");
     let unknown = client.get(node.http("/nope")).send().await.expect("404");
     assert_eq!(unknown.status(), 404);
