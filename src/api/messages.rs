@@ -5,8 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{Caller, answer, group_of, room_of};
-use crate::actors::Responder;
+use super::{Caller, group_of, room_of};
 use crate::actors::room::{GetHistory, PostMessage};
 use crate::ids::UserId;
 use crate::protocol::codec::{DEFAULT_PAGE, MAX_PAGE, check_cmid, check_text};
@@ -57,23 +56,14 @@ pub async fn history(
         }
         Some(n) => (n as u64).min(MAX_PAGE as u64) as usize,
     };
-    let (responder, rx) = Responder::channel();
-    state
-        .directory
-        .deliver(
-            &group,
-            &room,
-            None,
-            GetHistory {
-                user: principal.user.clone(),
-                service: principal.service,
-                before: query.before,
-                limit,
-                responder,
-            },
-        )
-        .await?;
-    let page = answer(rx).await?;
+    let page = super::ask_room(&state, &group, &room, |responder| GetHistory {
+        user: principal.user.clone(),
+        service: principal.service,
+        before: query.before,
+        limit,
+        responder,
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -150,27 +140,18 @@ pub async fn send(
         }
         None => principal.user.clone(),
     };
-    let (responder, rx) = Responder::channel();
-    state
-        .directory
-        .deliver(
-            &group,
-            &room,
-            None,
-            PostMessage {
-                from_name: (from == principal.user)
-                    .then(|| principal.name.clone())
-                    .flatten(),
-                from,
-                service: principal.service,
-                kind: body.kind,
-                text: body.text,
-                media: body.media,
-                cmid: body.cmid,
-                responder,
-            },
-        )
-        .await?;
-    let sent = answer(rx).await?;
+    let sent = super::ask_room(&state, &group, &room, |responder| PostMessage {
+        from_name: (from == principal.user)
+            .then(|| principal.name.clone())
+            .flatten(),
+        from,
+        service: principal.service,
+        kind: body.kind,
+        text: body.text,
+        media: body.media,
+        cmid: body.cmid,
+        responder,
+    })
+    .await?;
     Ok(HttpResponse::Created().json(sent))
 }

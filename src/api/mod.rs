@@ -106,6 +106,26 @@ pub async fn answer<T>(
     }
 }
 
+/// Asks a room's actor and waits for its answer: the one path from a REST handler to a room.
+pub async fn ask_room<T, M>(
+    state: &AppState,
+    group: &GroupId,
+    room: &RoomId,
+    make: impl FnOnce(crate::actors::Responder<T>) -> M,
+) -> Result<T, ApiError>
+where
+    T: crate::actors::WsReply,
+    M: actix::Message<Result = ()> + Send + 'static,
+    crate::actors::room::RoomActor: actix::Handler<M>,
+{
+    let (responder, rx) = crate::actors::Responder::channel();
+    state
+        .directory
+        .deliver(group, room, None, make(responder))
+        .await?;
+    answer(rx).await
+}
+
 fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::{Caller, answer, group_of, room_of};
-use crate::actors::Responder;
+use super::{Caller, group_of, room_of};
 use crate::actors::group::RoomCreated;
 use crate::actors::room::{AddMember, DeleteRoom, GetRoomInfo, RemoveMember};
 use crate::error::ChatError;
@@ -374,21 +373,12 @@ pub async fn delete(
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
-    let (responder, rx) = Responder::channel();
-    state
-        .directory
-        .deliver(
-            &group,
-            &room,
-            None,
-            DeleteRoom {
-                caller: principal.user.clone(),
-                service: principal.service,
-                responder,
-            },
-        )
-        .await?;
-    answer(rx).await?;
+    super::ask_room(&state, &group, &room, |responder| DeleteRoom {
+        caller: principal.user.clone(),
+        service: principal.service,
+        responder,
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -445,23 +435,14 @@ pub async fn join(
             return Err(ApiError::new(ErrorCode::BadPassword, "wrong password"));
         }
     }
-    let (responder, rx) = Responder::channel();
-    state
-        .directory
-        .deliver(
-            &group,
-            &room,
-            None,
-            AddMember {
-                caller: principal.user.clone(),
-                service: principal.service,
-                user: principal.user.clone(),
-                join: true,
-                responder,
-            },
-        )
-        .await?;
-    answer(rx).await?;
+    super::ask_room(&state, &group, &room, |responder| AddMember {
+        caller: principal.user.clone(),
+        service: principal.service,
+        user: principal.user.clone(),
+        join: true,
+        responder,
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -499,23 +480,14 @@ pub async fn add_member(
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
     let user = user_of(&body.user)?;
-    let (responder, rx) = Responder::channel();
-    state
-        .directory
-        .deliver(
-            &group,
-            &room,
-            None,
-            AddMember {
-                caller: principal.user.clone(),
-                service: principal.service,
-                user,
-                join: false,
-                responder,
-            },
-        )
-        .await?;
-    answer(rx).await?;
+    super::ask_room(&state, &group, &room, |responder| AddMember {
+        caller: principal.user.clone(),
+        service: principal.service,
+        user,
+        join: false,
+        responder,
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -544,22 +516,13 @@ pub async fn remove_member(
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
     let user = user_of(&user)?;
-    let (responder, rx) = Responder::channel();
-    state
-        .directory
-        .deliver(
-            &group,
-            &room,
-            None,
-            RemoveMember {
-                caller: principal.user.clone(),
-                service: principal.service,
-                user,
-                responder,
-            },
-        )
-        .await?;
-    answer(rx).await?;
+    super::ask_room(&state, &group, &room, |responder| RemoveMember {
+        caller: principal.user.clone(),
+        service: principal.service,
+        user,
+        responder,
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
