@@ -44,3 +44,20 @@ if command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/nul
 else
   cargo test --locked --workspace --no-fail-fast "$@"
 fi
+
+# The chat page in a real browser (web/e2e/): Debian's Chromium driven by playwright-core from
+# npm, against the binary built above. Screenshots and logs go to target/e2e-artifacts/.
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+(
+  cd web
+  npm ci --no-audit --no-fund --loglevel=error
+  node scripts/vendor.mjs --check
+  CHATNODE_BIN="$TARGET_DIR/debug/chatnode" CHATNODE_E2E_ARTIFACTS="$TARGET_DIR/e2e-artifacts" \
+    npm run --silent test:e2e
+)

@@ -61,6 +61,7 @@ pub struct Settings {
     pub scylla: ScyllaSettings,
     pub media: MediaSettings,
     pub push: PushSettings,
+    pub web: WebSettings,
 }
 
 /// ScyllaDB settings (PROTOCOL.md §5), used when `store = "scylla"` and by `chatnode migrate`.
@@ -356,6 +357,30 @@ pub struct RoomSettings {
     pub recent_cmids: usize,
 }
 
+/// The chat page served at `/` (src/web/).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSettings {
+    /// Serve the chat page at `/`.
+    pub enabled: bool,
+    /// Offer `POST /v1/dev/login`, which hands a token to anyone who names a user. For a
+    /// developer's own machine only: refused unless `listen` is a loopback address and tokens
+    /// are HS256.
+    pub dev_login: bool,
+    /// Lifetime of a dev-login token, in seconds.
+    pub dev_login_ttl_secs: u64,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dev_login: false,
+            dev_login_ttl_secs: 12 * 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSettings {
@@ -382,6 +407,7 @@ impl Default for Settings {
             scylla: ScyllaSettings::default(),
             media: MediaSettings::default(),
             push: PushSettings::default(),
+            web: WebSettings::default(),
         }
     }
 }
@@ -449,7 +475,8 @@ impl Default for ShutdownSettings {
 
 /// Maps `CHATNODE_*` variable names (without the prefix, lower case) onto setting paths.
 fn env_key(name: &str) -> String {
-    const SECTIONS: [(&str, &str); 9] = [
+    const SECTIONS: [(&str, &str); 10] = [
+        ("web_", "web."),
         ("scylla_", "scylla."),
         ("media_", "media."),
         ("push_", "push."),
@@ -574,6 +601,20 @@ impl Settings {
         if self.rooms.cursor_flush_ms == 0 {
             return invalid("rooms.cursor_flush_ms", "must be at least 1");
         }
+        if self.web.dev_login {
+            if !self.listen_addr().ip().is_loopback() {
+                return invalid(
+                    "web.dev_login",
+                    "hands out tokens to anyone: it may only be on when `listen` is a loopback address",
+                );
+            }
+            if self.auth.algorithm != JwtAlgorithm::HS256 {
+                return invalid("web.dev_login", "needs HS256 tokens (the node mints them)");
+            }
+            if self.web.dev_login_ttl_secs == 0 || self.web.dev_login_ttl_secs > 7 * 24 * 3600 {
+                return invalid("web.dev_login_ttl_secs", "must be between 1 and 604800");
+            }
+        }
         Ok(())
     }
 
@@ -591,6 +632,25 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Settings::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn dev_login_only_on_loopback_with_hs256() {
+        let mut s = Settings::default();
+        s.web.dev_login = true;
+        s.validate().expect("loopback + HS256 is allowed");
+        s.listen = "0.0.0.0:8080".into();
+        let err = s
+            .validate()
+            .expect_err("public listener refused")
+            .to_string();
+        assert!(err.contains("web.dev_login"), "{err}");
+        s.listen = "[::1]:8080".into();
+        s.validate().expect("IPv6 loopback is allowed");
+        s.auth.algorithm = JwtAlgorithm::RS256;
+        s.auth.public_key_file = Some("/nonexistent.pem".into());
+        let err = s.validate().expect_err("RS256 refused").to_string();
+        assert!(err.contains("web.dev_login"), "{err}");
     }
 
     #[test]

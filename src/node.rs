@@ -139,7 +139,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         connections: TaskTracker::new(),
         metrics: metrics.clone(),
+        dev_login: crate::web::dev_login_of(secret.as_deref(), &settings.web),
     };
+    if state.dev_login.is_some() {
+        tracing::warn!(
+            listen = %settings.listen,
+            "web.dev_login is on: anyone who reaches this address can sign in as any user"
+        );
+    }
     let app_state = web::Data::new(state.clone());
     let route_state = state.clone();
     let server = HttpServer::new(move || {

@@ -22,4 +22,6 @@ pub struct AppState {
     /// Every connection task, so shutdown can wait for them to finish.
     pub connections: TaskTracker,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Mints tokens for `POST /v1/dev/login`, when `web.dev_login` is on.
+    pub dev_login: Option<Arc<crate::web::DevLogin>>,
 }

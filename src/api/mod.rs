@@ -202,5 +202,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
     if state.settings.metrics_listen.is_none() {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }
+    crate::web::routes(cfg, state);
     cfg.default_service(web::to(not_found));
 }

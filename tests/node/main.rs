@@ -10,3 +10,4 @@ mod lifecycle;
 mod media;
 mod push;
 mod rooms;
+mod web;
