@@ -90,6 +90,17 @@ pub struct ScyllaSettings {
     pub password: Option<String>,
     /// How long one request may take before it fails with `unavailable`, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Connect to the nodes over TLS (src/store/scylla/tls.rs).
+    pub tls: bool,
+    /// PEM bundle of the CA(s) that signed the nodes' certificates; required with `tls`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for clusters that require client certificates.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Check that a node's certificate names the IP address connected to (the driver connects
+    /// by address). `false` still verifies the chain against `tls_ca_file`.
+    pub tls_verify_hostname: bool,
 }
 
 impl Default for ScyllaSettings {
@@ -102,6 +113,11 @@ impl Default for ScyllaSettings {
             username: None,
             password: None,
             request_timeout_ms: 5_000,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_verify_hostname: true,
         }
     }
 }
@@ -117,6 +133,11 @@ impl std::fmt::Debug for ScyllaSettings {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_verify_hostname", &self.tls_verify_hostname)
             .finish()
     }
 }

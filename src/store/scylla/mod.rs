@@ -46,6 +46,7 @@ pub mod devices;
 pub mod rows;
 pub mod schema;
 pub mod settings;
+pub mod tls;
 pub mod walk;
 
 use std::collections::HashMap;
@@ -234,6 +235,14 @@ async fn connect(settings: &ScyllaSettings) -> Result<Session, OpenError> {
         .connection_timeout(timeout.max(Duration::from_secs(5)));
     if let Some(user) = &settings.username {
         builder = builder.user(user, settings.password.as_deref().unwrap_or_default());
+    }
+    if let Some(tls) = tls::client_config(settings).map_err(|e| match e {
+        tls::TlsSetupError::File { key, path, detail } => {
+            OpenError::Settings(key, format!("{path}: {detail}"))
+        }
+        tls::TlsSetupError::Rustls(detail) => OpenError::Settings("scylla.tls", detail),
+    })? {
+        builder = builder.tls_context(Some(tls));
     }
     builder.build().await.map_err(|e| OpenError::Connect {
         nodes: nodes.join(","),

@@ -167,6 +167,18 @@ pub fn check(settings: &ScyllaSettings) -> Result<(), (&'static str, String)> {
             "is required when scylla.password is set".into(),
         ));
     }
+    if settings.tls && settings.tls_ca_file.is_none() {
+        return Err((
+            "scylla.tls_ca_file",
+            "is required when scylla.tls is on (the CA that signed the nodes' certificates)".into(),
+        ));
+    }
+    if settings.tls_cert_file.is_some() != settings.tls_key_file.is_some() {
+        return Err((
+            "scylla.tls_key_file",
+            "and scylla.tls_cert_file go together (a client certificate and its key)".into(),
+        ));
+    }
     Ok(())
 }
 
