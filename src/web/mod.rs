@@ -27,32 +27,27 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// One entry of [`ASSETS`]: the URL path, the type, and the file under `web/static/`.
+macro_rules! asset {
+    ($path:literal, $type:literal, $file:literal) => {
+        Asset {
+            path: $path,
+            content_type: $type,
+            body: include_bytes!(concat!("../../web/static/", $file)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../web/static/index.html"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../web/static/app.js"),
-    },
-    Asset {
-        path: "/app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../web/static/app.css"),
-    },
-    Asset {
-        path: "/vendor/msgpack.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../web/static/vendor/msgpack.min.js"),
-    },
-    Asset {
-        path: "/icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../../web/static/icon.svg"),
-    },
+    asset!("/", "text/html; charset=utf-8", "index.html"),
+    asset!("/app.js", "text/javascript; charset=utf-8", "app.js"),
+    asset!("/app.css", "text/css; charset=utf-8", "app.css"),
+    asset!(
+        "/vendor/msgpack.min.js",
+        "text/javascript; charset=utf-8",
+        "vendor/msgpack.min.js"
+    ),
+    asset!("/icon.svg", "image/svg+xml", "icon.svg"),
 ];
 
 /// The page may only load its own files, talk to this node, and show media from it (or from

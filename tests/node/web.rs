@@ -6,6 +6,26 @@ use serde_json::json;
 
 use crate::helpers::{TestClient, TestNode};
 
+/// `GET /v1/web/config`, which needs no token.
+async fn page_config(node: &TestNode) -> serde_json::Value {
+    reqwest::get(node.http("/v1/web/config"))
+        .await
+        .expect("config")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// `POST /v1/dev/login` with `body`.
+async fn dev_login(node: &TestNode, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(node.http("/v1/dev/login"))
+        .json(&body)
+        .send()
+        .await
+        .expect("login")
+}
+
 #[tokio::test]
 async fn serves_the_page_with_security_headers_and_etags() {
     let node = TestNode::spawn(&[]);
@@ -63,19 +83,8 @@ async fn the_page_can_be_turned_off() {
 #[tokio::test]
 async fn dev_login_is_off_by_default() {
     let node = TestNode::spawn(&[]);
-    let config: serde_json::Value = reqwest::get(node.http("/v1/web/config"))
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(config, json!({"dev_login": false}));
-    let resp = reqwest::Client::new()
-        .post(node.http("/v1/dev/login"))
-        .json(&json!({"user": "mallory"}))
-        .send()
-        .await
-        .expect("login");
+    assert_eq!(page_config(&node).await, json!({"dev_login": false}));
+    let resp = dev_login(&node, json!({"user": "mallory"})).await;
     assert_eq!(resp.status(), 404);
     let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found");
@@ -84,20 +93,8 @@ async fn dev_login_is_off_by_default() {
 #[tokio::test]
 async fn dev_login_mints_tokens_the_node_accepts() {
     let node = TestNode::spawn(&[("CHATNODE_WEB_DEV_LOGIN", "true")]);
-    let config: serde_json::Value = reqwest::get(node.http("/v1/web/config"))
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(config["dev_login"], true);
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(node.http("/v1/dev/login"))
-        .json(&json!({"user": "dana"}))
-        .send()
-        .await
-        .expect("login");
+    assert_eq!(page_config(&node).await, json!({"dev_login": true}));
+    let resp = dev_login(&node, json!({"user": "dana"})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let body: serde_json::Value = resp.json().await.expect("json");
@@ -117,12 +114,7 @@ async fn dev_login_mints_tokens_the_node_accepts() {
         json!({"name": "no user"}),
         json!({"user": "a", "role": "service"}),
     ] {
-        let resp = http
-            .post(node.http("/v1/dev/login"))
-            .json(&bad)
-            .send()
-            .await
-            .expect("login");
+        let resp = dev_login(&node, bad.clone()).await;
         assert_eq!(resp.status(), 400, "{bad}");
         let body: serde_json::Value = resp.json().await.expect("json");
         assert_eq!(body["error"]["code"], "bad_request", "{bad}");
