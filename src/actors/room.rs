@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use super::cursors::Cursors;
 use super::group::{GroupActor, MemberRead, MoreActivity, RoomActivity, RoomStopped};
 use super::{ActorDeps, EnteredReply, OutMessage, PageReply, Responder, SentInfo};
 use crate::error::ChatError;
@@ -229,8 +230,8 @@ pub struct RoomActor {
     generation: u64,
     group_subscribers: Arc<AtomicUsize>,
     members: HashMap<UserId, Member>,
-    /// Every member's cursor, sorted: unread(id) = cursors below id.
-    cursors: Vec<MessageId>,
+    /// Every member's cursor: unread(id) = cursors below id.
+    cursors: Cursors,
     dirty: HashSet<UserId>,
     sessions: HashMap<SessionId, SessionHandle>,
     present: HashMap<UserId, Vec<SessionId>>,
@@ -297,7 +298,7 @@ impl RoomActor {
                 },
             );
         }
-        cursors.sort_unstable();
+        let cursors = Cursors::new(cursors);
         Self {
             group_id: loaded.record.group.clone(),
             room_id: loaded.record.room.clone(),
@@ -337,7 +338,7 @@ impl RoomActor {
 
     /// The number of members whose cursor is below `id`.
     fn unread(&self, id: MessageId) -> u32 {
-        self.cursors.partition_point(|c| *c < id) as u32
+        self.cursors.unread(id)
     }
 
     fn out(&self, msg: StoredMessage) -> OutMessage {
@@ -354,28 +355,47 @@ impl RoomActor {
         let from = member.cursor;
         member.cursor = to;
         member.cursor_seq = member.cursor_seq.max(to_seq);
-        if let Ok(i) = self.cursors.binary_search(&from) {
-            self.cursors.remove(i);
-        }
-        let at = self.cursors.partition_point(|c| *c < to);
-        self.cursors.insert(at, to);
+        self.cursors.replace(from, to);
         self.dirty.insert(user.clone());
         Some(from)
     }
 
+    /// Moves the cursors of `users` to the room's newest message `to` (a message just stored),
+    /// all in one pass over the sorted cursors; returns who moved and from where.
+    fn advance_to_newest(
+        &mut self,
+        users: &[UserId],
+        to: MessageId,
+        to_seq: u64,
+    ) -> Vec<(UserId, MessageId)> {
+        let mut moved = Vec::new();
+        for user in users {
+            let Some(member) = self.members.get_mut(user) else {
+                continue;
+            };
+            if to <= member.cursor {
+                continue;
+            }
+            moved.push((user.clone(), member.cursor));
+            member.cursor = to;
+            member.cursor_seq = member.cursor_seq.max(to_seq);
+            self.dirty.insert(user.clone());
+        }
+        self.cursors
+            .advance_to_newest(moved.iter().map(|(_, from)| *from).collect(), to);
+        moved
+    }
+
     fn insert_member(&mut self, user: UserId, cursor: MessageId, cursor_seq: u64) {
         self.push_stale = true;
-        let at = self.cursors.partition_point(|c| *c < cursor);
-        self.cursors.insert(at, cursor);
+        self.cursors.insert(cursor);
         self.members.insert(user, Member { cursor, cursor_seq });
     }
 
     fn drop_member(&mut self, user: &UserId) {
         self.push_stale = true;
-        if let Some(member) = self.members.remove(user)
-            && let Ok(i) = self.cursors.binary_search(&member.cursor)
-        {
-            self.cursors.remove(i);
+        if let Some(member) = self.members.remove(user) {
+            self.cursors.remove(member.cursor);
         }
         self.dirty.remove(user);
     }
@@ -710,12 +730,10 @@ impl RoomActor {
         if !self.present.contains_key(&msg.from) {
             readers.push(msg.from.clone());
         }
-        for user in &readers {
-            if let Some(from) = self.advance_cursor(user, msg.id, msg.seq)
-                && from < prev_last
-            {
-                self.send_receipt(user, from, prev_last);
-                self.push_read(user, msg.id);
+        for (user, from) in self.advance_to_newest(&readers, msg.id, msg.seq) {
+            if from < prev_last {
+                self.send_receipt(&user, from, prev_last);
+                self.push_read(&user, msg.id);
             }
         }
         let unread = self.unread(msg.id);

@@ -2,18 +2,28 @@
 //! outbound queue; a frame that does not fit marks the connection as a slow consumer, which its
 //! own task then closes with 4008. Nothing that holds a handle ever waits on a connection.
 //!
+//! The queue is a plain `VecDeque` behind a mutex, read directly by the connection's writer (for
+//! WebSocket the HTTP response body in `ws`, so a queued frame reaches the socket without waking
+//! the connection's own task; for SSE the event stream). It allocates only while frames wait and
+//! gives its memory back once drained, so an idle connection costs one small allocation here.
+//!
 //! [`Encoded`] encodes one event once per transport (MessagePack for WebSocket, an SSE event for
 //! Server-Sent Events) however many connections receive it.
 
 use std::cell::OnceCell;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::ids::UserId;
 use crate::protocol::{ServerFrame, encode};
+
+/// A drained queue keeps at most this many slots of capacity; more is given back.
+const KEEP_CAPACITY: usize = 4;
 
 /// A connection's id, unique within the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,13 +52,62 @@ impl Transport {
     }
 }
 
+/// A control frame the writer sends besides the queued data (WebSocket only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Ping,
+    Pong(Bytes),
+}
+
+/// The close frame that ends a WebSocket after its queued frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Why a connection's task must stop, as seen from its writing side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// The queue overflowed: close with 4008.
+    Overflowed,
+    /// The writer is gone: the socket was closed or failed.
+    WriterGone,
+}
+
+/// One thing for the writer to write, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Control(Control),
+    Frame(Bytes),
+    /// The last frame: write it, then end.
+    Close(Close),
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// The writer, waiting for frames.
+    waker: Option<Waker>,
+    ping: bool,
+    pong: Option<Bytes>,
+    close: Option<Close>,
+    /// The connection's task ended: refuse new frames; the writer ends once the close (if any)
+    /// is written.
+    ended: bool,
+}
+
 struct Inner {
     id: SessionId,
     user: UserId,
     transport: Transport,
-    tx: mpsc::Sender<Bytes>,
+    capacity: usize,
+    queue: Mutex<Queue>,
     overflowed: AtomicBool,
-    overflow: Notify,
+    /// Set once the writer is gone (the response was dropped or ended).
+    writer_gone: AtomicBool,
+    /// Wakes the connection's task: on overflow, and when the writer is gone.
+    signal: Notify,
 }
 
 /// A cheap, cloneable handle to one connection's outbound queue.
@@ -66,10 +125,26 @@ impl std::fmt::Debug for SessionHandle {
     }
 }
 
-/// The receiving half, owned by the connection's task.
+/// The reading side, owned by the connection's writer.
 pub struct Outbound {
-    pub rx: mpsc::Receiver<Bytes>,
+    handle: SessionHandle,
     pub overflow: OverflowWatch,
+    /// Takes frames without waiting (for code that drains the queue by hand).
+    pub rx: Receiver,
+}
+
+/// Takes queued frames without waiting.
+pub struct Receiver(SessionHandle);
+
+/// Nothing is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
+
+impl Receiver {
+    /// The next queued frame, if any.
+    pub fn try_recv(&mut self) -> Result<Bytes, Empty> {
+        self.0.pop().ok_or(Empty)
+    }
 }
 
 /// Tells a connection's task that its queue overflowed.
@@ -78,9 +153,10 @@ pub struct OverflowWatch(SessionHandle);
 impl OverflowWatch {
     /// Resolves once the queue has overflowed (the connection must close with 4008).
     pub async fn overflowed(&self) {
+        let inner = &self.0.inner;
         loop {
-            let notified = self.0.inner.overflow.notified();
-            if self.0.inner.overflowed.load(Ordering::Acquire) {
+            let notified = inner.signal.notified();
+            if inner.overflowed.load(Ordering::Acquire) {
                 return;
             }
             notified.await;
@@ -91,20 +167,22 @@ impl OverflowWatch {
 impl SessionHandle {
     /// A new connection's handle and its queue of `capacity` frames.
     pub fn new(user: UserId, transport: Transport, capacity: usize) -> (Self, Outbound) {
-        let (tx, rx) = mpsc::channel(capacity);
         let handle = Self {
             inner: Arc::new(Inner {
                 id: SessionId::next(),
                 user,
                 transport,
-                tx,
+                capacity,
+                queue: Mutex::new(Queue::default()),
                 overflowed: AtomicBool::new(false),
-                overflow: Notify::new(),
+                writer_gone: AtomicBool::new(false),
+                signal: Notify::new(),
             }),
         };
         let outbound = Outbound {
-            rx,
+            handle: handle.clone(),
             overflow: OverflowWatch(handle.clone()),
+            rx: Receiver(handle.clone()),
         };
         (handle, outbound)
     }
@@ -121,22 +199,38 @@ impl SessionHandle {
         self.inner.transport
     }
 
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // A panic while the lock was held cannot leave the queue inconsistent: use it anyway.
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Queues an already-encoded frame without waiting. Returns false when the connection is
     /// gone or too slow (and then marks it for closing).
     pub fn send_bytes(&self, frame: Bytes) -> bool {
-        match self.inner.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.inner.overflowed.swap(true, Ordering::AcqRel) {
-                    metrics::counter!("chatnode_slow_consumer_closes_total",
-                        "transport" => self.inner.transport.as_str())
-                    .increment(1);
-                    self.inner.overflow.notify_waiters();
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut queue = self.queue();
+        if queue.ended || self.inner.overflowed.load(Ordering::Relaxed) {
+            return false;
         }
+        if queue.frames.len() >= self.inner.capacity {
+            drop(queue);
+            if !self.inner.overflowed.swap(true, Ordering::AcqRel) {
+                metrics::counter!("chatnode_slow_consumer_closes_total",
+                    "transport" => self.inner.transport.as_str())
+                .increment(1);
+                self.inner.signal.notify_waiters();
+            }
+            return false;
+        }
+        queue.frames.push_back(frame);
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
     }
 
     /// Encodes `frame` for this connection and queues it.
@@ -149,9 +243,170 @@ impl SessionHandle {
         self.send_bytes(encoded.bytes(self.inner.transport))
     }
 
-    /// Whether the connection's task has ended.
+    /// Whether the connection has ended (its task finished or its writer is gone).
     pub fn is_closed(&self) -> bool {
-        self.inner.tx.is_closed()
+        self.inner.writer_gone.load(Ordering::Acquire) || self.queue().ended
+    }
+
+    /// Asks the writer for a control frame (it goes out before the queued data).
+    pub fn control(&self, control: Control) {
+        let mut queue = self.queue();
+        if queue.ended {
+            return;
+        }
+        match control {
+            Control::Ping => queue.ping = true,
+            // Only the latest ping needs its pong (RFC 6455 §5.5.3).
+            Control::Pong(payload) => queue.pong = Some(payload),
+        }
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ends the connection's output: the frames already queued go out, then `close` (if any),
+    /// then the writer ends. Frames queued afterwards are refused.
+    pub fn finish(&self, close: Option<Close>) {
+        let mut queue = self.queue();
+        queue.ended = true;
+        queue.close = close;
+        if close.is_none() {
+            // Nothing to say: whatever is still queued is dropped with the connection.
+            queue.frames = VecDeque::new();
+        }
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes the frame at the front of the queue, giving the queue's memory back once empty.
+    fn pop(&self) -> Option<Bytes> {
+        let mut queue = self.queue();
+        let frame = queue.frames.pop_front();
+        if queue.frames.is_empty() && queue.frames.capacity() > KEEP_CAPACITY {
+            queue.frames = VecDeque::new();
+        }
+        frame
+    }
+
+    /// Resolves when the queue overflows or the writer goes away, whichever comes first.
+    pub async fn trouble(&self) -> Trouble {
+        let inner = &self.inner;
+        loop {
+            let notified = inner.signal.notified();
+            if inner.overflowed.load(Ordering::Acquire) {
+                return Trouble::Overflowed;
+            }
+            if inner.writer_gone.load(Ordering::Acquire) {
+                return Trouble::WriterGone;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once the writer is gone: it wrote its last frame, or its socket went away.
+    pub async fn writer_gone(&self) {
+        let inner = &self.inner;
+        loop {
+            let notified = inner.signal.notified();
+            if inner.writer_gone.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Outbound {
+    /// The connection's handle.
+    pub fn handle(&self) -> &SessionHandle {
+        &self.handle
+    }
+
+    /// Hands the writer any control frame and up to `max` queued frames, in order (under the
+    /// queue's lock, so `write` must only copy). `Ready(true)` means the connection's output
+    /// is over (after a close, if one was asked for); `Ready(false)` that something was
+    /// written; `Pending` that nothing was, and the caller's waker is kept for the next frame.
+    pub fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        mut write: impl FnMut(Item),
+    ) -> Poll<bool> {
+        let mut queue = self.handle.queue();
+        let mut wrote = false;
+        if std::mem::take(&mut queue.ping) {
+            write(Item::Control(Control::Ping));
+            wrote = true;
+        }
+        if let Some(payload) = queue.pong.take() {
+            write(Item::Control(Control::Pong(payload)));
+            wrote = true;
+        }
+        for _ in 0..max {
+            let Some(frame) = queue.frames.pop_front() else {
+                break;
+            };
+            write(Item::Frame(frame));
+            wrote = true;
+        }
+        if queue.frames.is_empty() {
+            if queue.frames.capacity() > KEEP_CAPACITY {
+                queue.frames = VecDeque::new();
+            }
+            if queue.ended {
+                if let Some(close) = queue.close.take() {
+                    write(Item::Close(close));
+                }
+                return Poll::Ready(true);
+            }
+        }
+        if wrote {
+            return Poll::Ready(false);
+        }
+        match &mut queue.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next queued frame, or `None` once the connection has ended (for SSE).
+    pub async fn recv(&self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| {
+            if let Some(frame) = self.handle.pop() {
+                return Poll::Ready(Some(frame));
+            }
+            let mut queue = self.handle.queue();
+            if !queue.frames.is_empty() {
+                // Queued between the two looks.
+                return Poll::Ready(queue.frames.pop_front());
+            }
+            if queue.ended {
+                return Poll::Ready(None);
+            }
+            queue.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        let inner = &self.handle.inner;
+        inner.writer_gone.store(true, Ordering::Release);
+        {
+            let mut queue = self.handle.queue();
+            queue.ended = true;
+            queue.frames = VecDeque::new();
+            queue.waker = None;
+        }
+        inner.signal.notify_waiters();
     }
 }
 
@@ -219,7 +474,15 @@ mod tests {
         )
         .await
         .expect("overflow is signalled");
-        assert!(outbound.rx.recv().await.is_some());
+        assert!(outbound.recv().await.is_some());
+        assert!(outbound.rx.try_recv().is_ok());
+        assert_eq!(outbound.rx.try_recv(), Err(Empty));
+        // Ended: what was queued is dropped, nothing more is accepted, the reader sees the end.
+        handle.finish(None);
+        assert!(!handle.send(&frame));
+        assert!(outbound.recv().await.is_none());
+        drop(outbound);
+        assert!(handle.is_closed());
     }
 
     #[test]

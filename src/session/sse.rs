@@ -219,7 +219,7 @@ pub async fn events(
             _ = st.shutdown.cancelled() => None,
             _ = st.outbound.overflow.overflowed() => None,
             _ = tokio::time::sleep_until(st.expiry) => None,
-            item = st.outbound.rx.recv() => item.map(|bytes| (Ok(bytes), st)),
+            item = st.outbound.recv() => item.map(|bytes| (Ok(bytes), st)),
             _ = st.heartbeat.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
         }
     });

@@ -1,22 +1,37 @@
 //! The WebSocket endpoint (`GET /v1/ws`, PROTOCOL.md §3) and the per-connection loop.
 //!
-//! The token is checked before the upgrade (401 otherwise). Each connection then runs as one
-//! task on the worker that accepted it: it reads frames, decodes and rate-limits them, routes
-//! requests to room and group actors (waiting only for mailbox room, never for a reply), and
-//! writes the frames that actors queued for it, many per wake-up so the socket is flushed per
-//! batch. It ends on close, silence for two heartbeats, token expiry (4001), a full outbound
-//! queue (4008), rate-limit abuse (4009), an oversize frame (1009) or node shutdown (1001).
+//! The token is checked before the upgrade (401 otherwise). Each connection then has two halves
+//! on the worker that accepted it:
+//!
+//! - **the writer** is the upgrade response's body ([`WsWriter`]): actix-http's dispatcher polls
+//!   it and it takes frames straight from the connection's queue ([`SessionHandle`]), many per
+//!   wake-up, framed into one buffer, so a room's broadcast reaches the socket without waking
+//!   any other task and the socket is written once per batch;
+//! - **the reader** is the connection's task: it reads and decodes frames (RFC 6455 framing with
+//!   actix-http's parser; continuations are joined up to the frame limit), rate-limits them,
+//!   routes requests to room and group actors (waiting only for mailbox room, never for a
+//!   reply), pings every heartbeat and watches the token's expiry.
+//!
+//! Nothing is allocated per connection beyond what that needs: no channel between the halves, a
+//! queue that holds memory only while frames wait, and one timer for both the heartbeat and the
+//! token's expiry. A connection ends on close, silence for two heartbeats, token expiry (4001),
+//! a full outbound queue (4008), rate-limit abuse (4009), an oversize frame (1009) or node
+//! shutdown (1001); frames already queued go out before the close frame.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::handle::{Outbound, SessionHandle, Transport};
+use super::handle::{Close, Control, Item, Outbound, SessionHandle, Transport, Trouble};
 use super::ratelimit::{RateLimiter, Verdict};
 use crate::actors::Responder;
 use crate::actors::group::{GroupActor, Subscribe, Unsubscribe};
@@ -41,7 +56,7 @@ pub mod close {
     pub const RATE_ABUSE: u16 = 4009;
 }
 
-/// Most frames written per wake-up before the loop looks at its socket again.
+/// Most frames the writer takes from the queue per poll (one socket write for all of them).
 const WRITE_BATCH: usize = 64;
 /// How long a close frame may wait for a socket that does not drain.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -75,25 +90,235 @@ pub async fn upgrade(
             "the node is shutting down; connect to another",
         ));
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let mut response = match actix_http::ws::handshake(req.head()) {
+        Ok(response) => response,
+        Err(e) => {
+            let response: actix_http::Response<actix_web::body::BoxBody> = e.into();
+            return Ok(response.into());
+        }
+    };
     let limits = &state.settings.limits;
-    let stream = stream
-        .max_frame_size(limits.frame)
-        .aggregate_continuations()
-        .max_continuation_size(limits.frame);
     let (handle, outbound) = SessionHandle::new(
         principal.user.clone(),
         Transport::WebSocket,
         limits.outbound_queue,
     );
+    let response = response.message_body(WsWriter::new(outbound).boxed())?;
+    let inbound = Inbound::new(body, limits.frame);
     let state = state.into_inner();
     let tracker = state.connections.clone();
-    // The stream is !Send: the task stays on the worker that accepted the request.
+    // The payload is !Send: the task stays on the worker that accepted the request.
     actix_web::rt::spawn(tracker.track_future(async move {
         let mut conn = Connection::new(state, principal, handle);
-        conn.run(session, stream, outbound).await;
+        conn.run(inbound).await;
     }));
-    Ok(response)
+    Ok(response.into())
+}
+
+/// The writing half: the upgrade response's body. It frames what the queue holds (control
+/// frames first, then up to [`WRITE_BATCH`] data frames) into one chunk per poll, and ends
+/// after the close frame or when the connection's task has ended without one.
+struct WsWriter {
+    outbound: Outbound,
+    done: bool,
+}
+
+impl WsWriter {
+    fn new(outbound: Outbound) -> Self {
+        Self {
+            outbound,
+            done: false,
+        }
+    }
+}
+
+impl MessageBody for WsWriter {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut buf = BytesMut::new();
+        let end = match this
+            .outbound
+            .poll_drain(cx, WRITE_BATCH, |item| match item {
+                Item::Frame(frame) => {
+                    Parser::write_message(&mut buf, frame, OpCode::Binary, true, false)
+                }
+                Item::Control(Control::Ping) => {
+                    Parser::write_message(&mut buf, b"", OpCode::Ping, true, false);
+                }
+                Item::Control(Control::Pong(payload)) => {
+                    Parser::write_message(&mut buf, payload, OpCode::Pong, true, false);
+                }
+                Item::Close(Close { code, reason }) => {
+                    let reason = CloseReason {
+                        code: CloseCode::Other(code),
+                        description: Some(reason.to_owned()),
+                    };
+                    Parser::write_close(&mut buf, Some(reason), false);
+                }
+            }) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(end) => end,
+        };
+        this.done = end;
+        if buf.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Ok(buf.freeze())))
+        }
+    }
+}
+
+/// A complete message from the client (continuations joined).
+enum InFrame {
+    Binary(Bytes),
+    Text(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// The reading half's decoder: request body chunks in, whole messages out. Its buffer is
+/// released whenever it has been read to the end, so an idle connection holds none.
+struct Inbound<S> {
+    payload: S,
+    buf: BytesMut,
+    max: usize,
+    /// A fragmented message being joined: whether it is text, and its parts so far.
+    partial: Option<(bool, BytesMut)>,
+}
+
+impl<S, E> Inbound<S>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    fn new(payload: S, max: usize) -> Self {
+        Self {
+            payload,
+            buf: BytesMut::new(),
+            max,
+            partial: None,
+        }
+    }
+
+    /// The next message; `None` when the client went away.
+    async fn next(&mut self) -> Option<Result<InFrame, Ending>> {
+        loop {
+            match self.parse() {
+                Ok(Some(frame)) => return Some(Ok(frame)),
+                Ok(None) => {}
+                Err(ending) => return Some(Err(ending)),
+            }
+            match self.payload.next().await {
+                Some(Ok(chunk)) => {
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::from(chunk);
+                    } else {
+                        self.buf.extend_from_slice(&chunk);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read error");
+                    return Some(Err(Ending::SocketError));
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// The declared payload length of the frame at the front of the buffer, once its header
+    /// is complete, so an oversize frame is refused before it is buffered.
+    fn declared_len(&self) -> Option<u64> {
+        let b = &self.buf;
+        match b.get(1).map(|b| b & 0x7f)? {
+            126 => b
+                .get(2..4)
+                .map(|s| u64::from(u16::from_be_bytes([s[0], s[1]]))),
+            127 => b.get(2..10).map(|s| {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(s);
+                u64::from_be_bytes(n)
+            }),
+            n => Some(u64::from(n)),
+        }
+    }
+
+    fn parse(&mut self) -> Result<Option<InFrame>, Ending> {
+        loop {
+            if self.declared_len().is_some_and(|n| n > self.max as u64) {
+                return Err(Ending::TooBig);
+            }
+            let parsed = Parser::parse(&mut self.buf, true, self.max).map_err(|e| match e {
+                ProtocolError::Overflow => Ending::TooBig,
+                e => {
+                    tracing::debug!(error = %e, "websocket protocol error");
+                    Ending::SocketError
+                }
+            })?;
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                // Read to the end: give the memory back (frames already split off keep theirs).
+                self.buf = BytesMut::new();
+            }
+            let Some((fin, opcode, data)) = parsed else {
+                return Ok(None);
+            };
+            let data = data.unwrap_or_default();
+            let whole = match opcode {
+                OpCode::Binary | OpCode::Text if self.partial.is_some() => {
+                    tracing::debug!(
+                        "websocket protocol error: new message inside a fragmented one"
+                    );
+                    return Err(Ending::SocketError);
+                }
+                OpCode::Binary | OpCode::Text if !fin => {
+                    self.partial = Some((opcode == OpCode::Text, data));
+                    continue;
+                }
+                OpCode::Binary => InFrame::Binary(data.freeze()),
+                OpCode::Text => InFrame::Text(data.freeze()),
+                OpCode::Continue => {
+                    let Some((text, mut joined)) = self.partial.take() else {
+                        tracing::debug!("websocket protocol error: continuation without a start");
+                        return Err(Ending::SocketError);
+                    };
+                    if joined.len() + data.len() > self.max {
+                        return Err(Ending::TooBig);
+                    }
+                    joined.extend_from_slice(&data);
+                    if !fin {
+                        self.partial = Some((text, joined));
+                        continue;
+                    }
+                    let joined = joined.freeze();
+                    if text {
+                        InFrame::Text(joined)
+                    } else {
+                        InFrame::Binary(joined)
+                    }
+                }
+                OpCode::Ping => InFrame::Ping(data.freeze()),
+                OpCode::Pong => InFrame::Pong,
+                OpCode::Close => InFrame::Close,
+                OpCode::Bad => {
+                    tracing::debug!("websocket protocol error: bad opcode");
+                    return Err(Ending::SocketError);
+                }
+            };
+            return Ok(Some(whole));
+        }
+    }
 }
 
 /// How a connection ended, for logs and the close frame.
@@ -177,12 +402,7 @@ impl Connection {
         }
     }
 
-    async fn run(
-        &mut self,
-        mut session: actix_ws::Session,
-        mut stream: actix_ws::AggregatedMessageStream,
-        mut outbound: Outbound,
-    ) {
+    async fn run(&mut self, mut inbound: Inbound<web::Payload>) {
         metrics::gauge!("chatnode_connections", "transport" => "ws").increment(1.0);
         let settings = self.state.settings.clone();
         let heartbeat = Duration::from_secs(settings.ws.heartbeat_secs);
@@ -197,31 +417,25 @@ impl Connection {
                 rate: settings.limits.rate,
             },
         });
-        let mut ending = if session.binary(hello).await.is_err() {
-            Ending::SocketError
+        let mut ending = if self.handle.send_bytes(hello) {
+            self.event_loop(&mut inbound, heartbeat).await
         } else {
-            self.event_loop(&mut session, &mut stream, &mut outbound, heartbeat)
-                .await
+            Ending::SocketError
         };
         if ending == Ending::ClientClosed && self.state.shutdown.is_cancelled() {
             ending = Ending::Shutdown;
         }
         self.leave_everything();
-        if let Some(code) = ending.close_code() {
-            // Frames already queued go out first; a socket that never drains is abandoned.
-            let close = async {
-                while let Ok(frame) = outbound.rx.try_recv() {
-                    if session.binary(frame).await.is_err() {
-                        return;
-                    }
-                }
-                let reason = CloseReason {
-                    code: CloseCode::Other(code),
-                    description: Some(ending.description().into()),
-                };
-                let _ = session.close(Some(reason)).await;
-            };
-            let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
+        match ending.close_code() {
+            Some(code) => {
+                // Frames already queued go out first; a socket that never drains is abandoned.
+                self.handle.finish(Some(Close {
+                    code,
+                    reason: ending.description(),
+                }));
+                let _ = tokio::time::timeout(CLOSE_WAIT, self.handle.writer_gone()).await;
+            }
+            None => self.handle.finish(None),
         }
         metrics::gauge!("chatnode_connections", "transport" => "ws").decrement(1.0);
         metrics::counter!("chatnode_connection_endings_total", "reason" => ending.as_str())
@@ -229,99 +443,72 @@ impl Connection {
         tracing::debug!(user = %self.principal.user, reason = ending.as_str(), "connection ended");
     }
 
+    /// Reads until the connection must end. The futures that wait for shutdown, for trouble
+    /// on the writing side and for the timer live across iterations, so waiting costs no
+    /// re-registration; a request's handling is boxed so that it does not weigh on the size of
+    /// this (mostly idle) future.
     async fn event_loop(
         &mut self,
-        session: &mut actix_ws::Session,
-        stream: &mut actix_ws::AggregatedMessageStream,
-        outbound: &mut Outbound,
+        inbound: &mut Inbound<web::Payload>,
         heartbeat: Duration,
     ) -> Ending {
         let leeway = self.state.verifier.leeway_secs() as i64;
         let expires_in_ms = (self.principal.exp + leeway) * 1000 - now_ms();
         let expiry =
             tokio::time::Instant::now() + Duration::from_millis(expires_in_ms.max(0) as u64);
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        let shutdown = self.state.shutdown.clone();
+        let mut next_ping = tokio::time::Instant::now() + heartbeat;
+        let shutdown_token = self.state.shutdown.clone();
+        let mut shutdown = pin!(shutdown_token.cancelled());
+        let handle = self.handle.clone();
+        let mut trouble = pin!(handle.trouble());
+        let mut timer = pin!(tokio::time::sleep_until(next_ping.min(expiry)));
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ending::Shutdown,
-                _ = outbound.overflow.overflowed() => return Ending::SlowConsumer,
-                _ = tokio::time::sleep_until(expiry) => return Ending::TokenExpired,
-                frame = outbound.rx.recv() => {
-                    let Some(frame) = frame else { return Ending::SocketError };
-                    if let Err(ending) = self.write_batch(session, outbound, frame).await {
-                        return ending;
+                _ = &mut shutdown => return Ending::Shutdown,
+                found = &mut trouble => return match found {
+                    Trouble::Overflowed => Ending::SlowConsumer,
+                    // The socket closed under the writer: the client went away.
+                    Trouble::WriterGone => Ending::ClientClosed,
+                },
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= expiry {
+                        return Ending::TokenExpired;
                     }
+                    if now >= next_ping {
+                        if self.last_seen.elapsed() >= heartbeat * 2 {
+                            return Ending::Silent;
+                        }
+                        self.handle.control(Control::Ping);
+                        next_ping = now + heartbeat;
+                    }
+                    timer.as_mut().reset(next_ping.min(expiry));
                 }
-                message = stream.next() => {
+                message = inbound.next() => {
                     match message {
                         None => return Ending::ClientClosed,
+                        Some(Err(ending)) => return ending,
                         Some(Ok(message)) => {
                             self.last_seen = Instant::now();
-                            if let Some(ending) = self.on_message(session, message).await {
+                            if let Some(ending) = Box::pin(self.on_message(message)).await {
                                 return ending;
                             }
                         }
-                        Some(Err(ProtocolError::Overflow)) => return Ending::TooBig,
-                        Some(Err(ProtocolError::Io(e))) if e.to_string().contains("maximum continuation size") => {
-                            return Ending::TooBig;
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "websocket protocol error");
-                            return Ending::SocketError;
-                        }
-                    }
-                }
-                _ = ticker.tick() => {
-                    if self.last_seen.elapsed() >= heartbeat * 2 {
-                        return Ending::Silent;
-                    }
-                    if session.ping(b"").await.is_err() {
-                        return Ending::SocketError;
                     }
                 }
             }
         }
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), so the socket is flushed
-    /// once for many frames. A socket that stops draining while the queue overflows ends here.
-    async fn write_batch(
-        &mut self,
-        session: &mut actix_ws::Session,
-        outbound: &mut Outbound,
-        first: Bytes,
-    ) -> Result<(), Ending> {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(frame) = next.take() {
-            tokio::select! {
-                biased;
-                result = session.binary(frame) => {
-                    if result.is_err() {
-                        return Err(Ending::SocketError);
-                    }
-                }
-                _ = outbound.overflow.overflowed() => return Err(Ending::SlowConsumer),
-            }
-            written += 1;
-            if written < WRITE_BATCH {
-                next = outbound.rx.try_recv().ok();
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_message(
-        &mut self,
-        session: &mut actix_ws::Session,
-        message: AggregatedMessage,
-    ) -> Option<Ending> {
+    async fn on_message(&mut self, message: InFrame) -> Option<Ending> {
         match message {
-            AggregatedMessage::Binary(bytes) => self.on_frame(&bytes).await,
-            AggregatedMessage::Text(_) => {
+            InFrame::Binary(bytes) => self.on_frame(&bytes).await,
+            InFrame::Text(text) => {
+                if std::str::from_utf8(&text).is_err() {
+                    tracing::debug!("websocket protocol error: text frame is not UTF-8");
+                    return Some(Ending::SocketError);
+                }
                 metrics::counter!("chatnode_frames_in_total", "type" => "invalid").increment(1);
                 self.reply_err(
                     None,
@@ -330,14 +517,12 @@ impl Connection {
                 );
                 None
             }
-            AggregatedMessage::Ping(payload) => {
-                if session.pong(&payload).await.is_err() {
-                    return Some(Ending::SocketError);
-                }
+            InFrame::Ping(payload) => {
+                self.handle.control(Control::Pong(payload));
                 None
             }
-            AggregatedMessage::Pong(_) => None,
-            AggregatedMessage::Close(_) => Some(Ending::ClientClosed),
+            InFrame::Pong => None,
+            InFrame::Close => Some(Ending::ClientClosed),
         }
     }
 
@@ -587,5 +772,106 @@ impl Connection {
                 user: self.principal.user.clone(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UserId;
+
+    /// A client's frame: masked, as RFC 6455 requires from clients.
+    fn client_frame(payload: &[u8], op: OpCode, fin: bool) -> Bytes {
+        let mut buf = BytesMut::new();
+        Parser::write_message(&mut buf, payload, op, fin, true);
+        buf.freeze()
+    }
+
+    fn inbound(
+        chunks: Vec<Bytes>,
+        max: usize,
+    ) -> Inbound<impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Unpin> {
+        Inbound::new(futures_util::stream::iter(chunks.into_iter().map(Ok)), max)
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_across_chunks_and_joined() {
+        let one = client_frame(b"one", OpCode::Binary, true);
+        let two = client_frame(b"two", OpCode::Binary, true);
+        let mut both = BytesMut::from(&one[..]);
+        both.extend_from_slice(&two[..3]);
+        let first = client_frame(b"fr", OpCode::Binary, false);
+        let last = client_frame(b"ag", OpCode::Continue, true);
+        let ping = client_frame(b"p", OpCode::Ping, true);
+        let mut input = inbound(vec![both.freeze(), two.slice(3..), first, ping, last], 64);
+        let mut got = Vec::new();
+        while let Some(frame) = input.next().await {
+            got.push(match frame {
+                Ok(InFrame::Binary(b)) => format!("bin {}", String::from_utf8_lossy(&b)),
+                Ok(InFrame::Ping(b)) => format!("ping {}", String::from_utf8_lossy(&b)),
+                Ok(_) => "other".to_owned(),
+                Err(e) => format!("end {}", e.as_str()),
+            });
+        }
+        assert_eq!(got, ["bin one", "bin two", "ping p", "bin frag"]);
+        assert_eq!(input.buf.capacity(), 0, "a drained buffer is released");
+    }
+
+    #[tokio::test]
+    async fn oversize_frames_end_before_they_are_buffered() {
+        // Only the header of a 1 MiB frame has arrived: refused at once.
+        let big = client_frame(&vec![0u8; 1 << 20], OpCode::Binary, true);
+        let mut input = inbound(vec![big.slice(..16)], 4096);
+        assert!(matches!(input.next().await, Some(Err(Ending::TooBig))));
+        // Fragments that add up to more than the limit.
+        let first = client_frame(&[1u8; 3000], OpCode::Binary, false);
+        let last = client_frame(&[2u8; 3000], OpCode::Continue, true);
+        let mut input = inbound(vec![first, last], 4096);
+        assert!(matches!(input.next().await, Some(Err(Ending::TooBig))));
+        // A client frame must be masked.
+        let mut unmasked = BytesMut::new();
+        Parser::write_message(&mut unmasked, b"x", OpCode::Binary, true, false);
+        let mut input = inbound(vec![unmasked.freeze()], 4096);
+        assert!(matches!(input.next().await, Some(Err(Ending::SocketError))));
+    }
+
+    #[tokio::test]
+    async fn the_writer_sends_control_then_queued_frames_then_close() {
+        let user = UserId::parse("u").expect("id");
+        let (handle, outbound) = SessionHandle::new(user, Transport::WebSocket, 8);
+        let mut writer = WsWriter::new(outbound);
+        assert!(handle.send_bytes(Bytes::from_static(b"a")));
+        assert!(handle.send_bytes(Bytes::from_static(b"b")));
+        handle.control(Control::Ping);
+        handle.finish(Some(Close {
+            code: close::SLOW_CONSUMER,
+            reason: "slow",
+        }));
+        assert!(!handle.send_bytes(Bytes::from_static(b"late")));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut writer).poll_next(&mut cx) else {
+            panic!("one chunk");
+        };
+        let mut buf = BytesMut::from(&chunk[..]);
+        let mut frames = Vec::new();
+        while let Some((fin, op, data)) = Parser::parse(&mut buf, false, 1024).expect("valid") {
+            assert!(fin);
+            frames.push((op, data.map(|d| d.to_vec()).unwrap_or_default()));
+        }
+        assert_eq!(frames[0], (OpCode::Ping, Vec::new()));
+        assert_eq!(frames[1], (OpCode::Binary, b"a".to_vec()));
+        assert_eq!(frames[2], (OpCode::Binary, b"b".to_vec()));
+        assert_eq!(frames[3].0, OpCode::Close);
+        assert_eq!(frames[3].1[..2], close::SLOW_CONSUMER.to_be_bytes());
+        assert_eq!(frames.len(), 4);
+        assert!(matches!(
+            Pin::new(&mut writer).poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
+        drop(writer);
+        assert!(handle.is_closed());
+        tokio::time::timeout(Duration::from_secs(1), handle.writer_gone())
+            .await
+            .expect("the writer's end is signalled");
     }
 }

@@ -513,6 +513,10 @@
           alt: media.name ? `Photo: ${media.name}` : 'Photo',
           loading: 'lazy',
           referrerpolicy: 'no-referrer',
+          // A photo that loads at the bottom of the list keeps the list scrolled to the end.
+          onload: (ev) => {
+            if (nearBottom(ev.target.offsetHeight + 80)) scrollToBottom();
+          },
         }),
       );
     }
@@ -554,9 +558,9 @@
     return li;
   }
 
-  function nearBottom() {
+  function nearBottom(slack = 80) {
     const s = $('#scroller');
-    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < slack;
   }
   function scrollToBottom() {
     const s = $('#scroller');
