@@ -1023,6 +1023,14 @@ impl Actor for RoomActor {
         }
         metrics::gauge!("chatnode_present_users").decrement(self.present.len() as f64);
         self.present.clear();
+        // A room stops with connections present only when its group died (idle rooms have
+        // none, deleted rooms drop theirs, a draining node closes them with 1001 itself):
+        // end them, so their clients reconnect and recover instead of waiting in a dead room.
+        if !self.closing {
+            for session in self.sessions.values() {
+                session.room_lost();
+            }
+        }
         self.group.do_send(RoomStopped {
             room: self.room_id.clone(),
             generation: self.generation,

@@ -236,8 +236,28 @@ mod tests {
             .await
             .expect("mailbox")
             .expect("room");
+        // A connection present in the room.
+        let (session, _outbound) = crate::session::handle::SessionHandle::new(
+            UserId::parse("alice").expect("id"),
+            crate::session::handle::Transport::WebSocket,
+            16,
+        );
+        let (responder, entered) = crate::actors::Responder::channel();
+        room_addr.do_send(crate::actors::room::Attach {
+            session: session.clone(),
+            service: false,
+            since: None,
+            limit: 10,
+            responder,
+        });
+        entered.await.expect("answered").expect("entered the room");
         first.do_send(Crash);
-        // The dead group's rooms stop with it.
+        // The dead group's rooms stop with it, and end the connections present in them (their
+        // clients reconnect and recover) instead of leaving them in a dead room.
+        let lost = tokio::time::timeout(Duration::from_secs(5), session.trouble())
+            .await
+            .expect("the connection is told");
+        assert_eq!(lost, crate::session::handle::Trouble::RoomLost);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while (first.connected() || room_addr.connected()) && tokio::time::Instant::now() < deadline
         {

@@ -73,6 +73,8 @@ pub enum Trouble {
     Overflowed,
     /// The writer is gone: the socket was closed or failed.
     WriterGone,
+    /// A room the connection was present in stopped under it: close with 1012.
+    RoomLost,
 }
 
 /// One thing for the writer to write, in order.
@@ -106,6 +108,9 @@ struct Inner {
     overflowed: AtomicBool,
     /// Set once the writer is gone (the response was dropped or ended).
     writer_gone: AtomicBool,
+    /// Set when a room this connection was present in stopped under it (its group died): the
+    /// connection must end so the client reconnects and recovers with `enter ... since`.
+    room_lost: AtomicBool,
     /// Wakes the connection's task: on overflow, and when the writer is gone.
     signal: Notify,
 }
@@ -151,12 +156,14 @@ impl Receiver {
 pub struct OverflowWatch(SessionHandle);
 
 impl OverflowWatch {
-    /// Resolves once the queue has overflowed (the connection must close with 4008).
+    /// Resolves once the queue has overflowed (a WebSocket closes with 4008) or a room the
+    /// connection was present in was lost: either way the connection must end, and the client
+    /// recovers what it missed when it reconnects.
     pub async fn overflowed(&self) {
         let inner = &self.0.inner;
         loop {
             let notified = inner.signal.notified();
-            if inner.overflowed.load(Ordering::Acquire) {
+            if inner.overflowed.load(Ordering::Acquire) || inner.room_lost.load(Ordering::Acquire) {
                 return;
             }
             notified.await;
@@ -176,6 +183,7 @@ impl SessionHandle {
                 queue: Mutex::new(Queue::default()),
                 overflowed: AtomicBool::new(false),
                 writer_gone: AtomicBool::new(false),
+                room_lost: AtomicBool::new(false),
                 signal: Notify::new(),
             }),
         };
@@ -248,6 +256,15 @@ impl SessionHandle {
         self.inner.writer_gone.load(Ordering::Acquire) || self.queue().ended
     }
 
+    /// Tells the connection that a room it was present in stopped under it (the room's group
+    /// died): the connection ends, and the client reconnects and recovers with `enter ... since`
+    /// instead of believing it is still present. Never waits.
+    pub fn room_lost(&self) {
+        if !self.inner.room_lost.swap(true, Ordering::AcqRel) {
+            self.inner.signal.notify_waiters();
+        }
+    }
+
     /// Asks the writer for a control frame (it goes out before the queued data).
     pub fn control(&self, control: Control) {
         let mut queue = self.queue();
@@ -303,6 +320,9 @@ impl SessionHandle {
             }
             if inner.writer_gone.load(Ordering::Acquire) {
                 return Trouble::WriterGone;
+            }
+            if inner.room_lost.load(Ordering::Acquire) {
+                return Trouble::RoomLost;
             }
             notified.await;
         }

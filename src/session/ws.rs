@@ -54,6 +54,9 @@ pub mod close {
     pub const TOKEN_EXPIRED: u16 = 4001;
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const RATE_ABUSE: u16 = 4009;
+    /// Added by this node (RFC 6455's "service restart"): a room the connection was present in
+    /// restarted under it; reconnect and recover with `enter ... since`.
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 /// Most frames the writer takes from the queue per poll (one socket write for all of them).
@@ -329,6 +332,7 @@ enum Ending {
     Shutdown,
     TokenExpired,
     SlowConsumer,
+    RoomLost,
     RateAbuse,
     TooBig,
     SocketError,
@@ -340,6 +344,7 @@ impl Ending {
             Self::Shutdown => Some(close::GOING_AWAY),
             Self::TokenExpired => Some(close::TOKEN_EXPIRED),
             Self::SlowConsumer => Some(close::SLOW_CONSUMER),
+            Self::RoomLost => Some(close::SERVICE_RESTART),
             Self::RateAbuse => Some(close::RATE_ABUSE),
             Self::TooBig => Some(close::TOO_BIG),
             Self::ClientClosed | Self::Silent | Self::SocketError => None,
@@ -351,6 +356,7 @@ impl Ending {
             Self::Shutdown => "the node is shutting down",
             Self::TokenExpired => "the token expired",
             Self::SlowConsumer => "the connection could not keep up; recover with enter since",
+            Self::RoomLost => "a room restarted; reconnect and recover with enter since",
             Self::RateAbuse => "repeated abuse of the rate limit",
             Self::TooBig => "frame over the frame limit",
             Self::ClientClosed => "closed by the client",
@@ -366,6 +372,7 @@ impl Ending {
             Self::Shutdown => "shutdown",
             Self::TokenExpired => "token_expired",
             Self::SlowConsumer => "slow_consumer",
+            Self::RoomLost => "room_lost",
             Self::RateAbuse => "rate_abuse",
             Self::TooBig => "too_big",
             Self::SocketError => "socket_error",
@@ -470,6 +477,7 @@ impl Connection {
                     Trouble::Overflowed => Ending::SlowConsumer,
                     // The socket closed under the writer: the client went away.
                     Trouble::WriterGone => Ending::ClientClosed,
+                    Trouble::RoomLost => Ending::RoomLost,
                 },
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
