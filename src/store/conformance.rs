@@ -307,6 +307,106 @@ pub async fn idempotent_append(store: &dyn Store, scope: &str) -> CheckResult {
     Ok(())
 }
 
+/// Many messages of a room appended in one call: stored in order, outcomes in order, a `cmid`
+/// repeated within the call or already stored is a duplicate, and the room's last message and
+/// unread counts follow.
+pub async fn batched_append(store: &dyn Store, scope: &str) -> CheckResult {
+    const C: &str = "batched_append";
+    let (group, room) = ids(scope, "batched");
+    let (alice, bob) = (user("alice"), user("bob"));
+    ok!(
+        C,
+        store
+            .create_room(
+                record(&group, &room, &alice),
+                vec![member(&alice), member(&bob)]
+            )
+            .await
+    );
+    let empty = ok!(C, store.append_messages(&group, &room, Vec::new()).await);
+    ensure!(C, empty.is_empty(), "an empty batch answered {empty:?}");
+    let earlier = message(100, 1, &alice, "earlier", Some("c-earlier"));
+    ok!(
+        C,
+        store.append_message(&group, &room, earlier.clone()).await
+    );
+    let first = message(200, 2, &alice, "one", Some("c-1"));
+    let batch = vec![
+        first.clone(),
+        message(300, 3, &bob, "no cmid", None),
+        // The same cmid again within the call, then one stored by an earlier call.
+        message(400, 4, &alice, "one again", Some("c-1")),
+        message(500, 4, &alice, "earlier again", Some("c-earlier")),
+        // Another sender's identical cmid is independent.
+        message(600, 4, &bob, "bob's c-1", Some("c-1")),
+    ];
+    let outcomes = ok!(C, store.append_messages(&group, &room, batch).await);
+    let want = vec![
+        AppendOutcome::Stored,
+        AppendOutcome::Stored,
+        AppendOutcome::Duplicate(first.clone()),
+        AppendOutcome::Duplicate(earlier.clone()),
+        AppendOutcome::Stored,
+    ];
+    ensure!(C, outcomes == want, "outcomes {outcomes:?}");
+    let page = ok!(C, store.messages_before(&group, &room, None, 10).await);
+    let got: Vec<u64> = page.msgs.iter().map(|m| m.id).collect();
+    ensure!(C, got == vec![100, 200, 300, 600], "stored {got:?}");
+    // A later batch repeating the call (a retry) stores nothing new.
+    let retry = ok!(
+        C,
+        store
+            .append_messages(
+                &group,
+                &room,
+                vec![
+                    message(700, 5, &alice, "one", Some("c-1")),
+                    message(800, 5, &bob, "bob's c-1", Some("c-1")),
+                ]
+            )
+            .await
+    );
+    ensure!(
+        C,
+        retry
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Duplicate(_))),
+        "retry {retry:?}"
+    );
+    // Many at once, as a busy room hands them over.
+    let many: Vec<StoredMessage> = (0..500u64)
+        .map(|i| {
+            let cmid = format!("m-{i}");
+            message(1000 + i, 5 + i, &bob, "many", Some(&cmid))
+        })
+        .collect();
+    let outcomes = ok!(C, store.append_messages(&group, &room, many).await);
+    ensure!(
+        C,
+        outcomes.len() == 500 && outcomes.iter().all(|o| *o == AppendOutcome::Stored),
+        "500 appends: {} outcomes",
+        outcomes.len()
+    );
+    let latest = ok!(C, store.messages_before(&group, &room, None, 3).await);
+    let got: Vec<u64> = latest.msgs.iter().map(|m| m.id).collect();
+    ensure!(C, got == vec![1497, 1498, 1499], "latest after 500 {got:?}");
+    let list = ok!(C, store.chat_list(&alice, &group).await);
+    ensure!(C, list.len() == 1, "alice's list {list:?}");
+    ensure!(
+        C,
+        list[0].last.as_ref().map(|m| (m.id, m.seq)) == Some((1499, 504)),
+        "last message {:?}",
+        list[0].last
+    );
+    ensure!(
+        C,
+        list[0].unread == 504,
+        "alice's unread {}",
+        list[0].unread
+    );
+    Ok(())
+}
+
 /// Cursors only move forward; members come and go; the chat list counts unread from cursors.
 pub async fn members_cursors_chat_list(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "members_cursors_chat_list";
@@ -674,6 +774,7 @@ pub async fn run_all(store: &dyn Store, scope: &str) -> Vec<CheckFailed> {
         rooms_create_get_delete(store, scope).await,
         history_pages(store, scope).await,
         idempotent_append(store, scope).await,
+        batched_append(store, scope).await,
         members_cursors_chat_list(store, scope).await,
         edit_and_delete(store, scope).await,
         devices_and_mutes(store, scope).await,

@@ -6,18 +6,27 @@
 //! a single writer, read-then-write rules (idempotency keys, create-if-absent, member counts)
 //! are atomic without locks. Reads run on tokio's blocking pool.
 //!
+//! What keeps a write cheap: a batch keeps the last value of every key it writes in an overlay
+//! (per table, looked up without allocating), a room's activity record is read at most once per
+//! batch, kept decoded while the batch runs and written once at its end (its last message is
+//! taken from the batch, not copied per message), and records are written in the compact
+//! layout of the `codec` module instead of named MessagePack (older records are still read).
+//! [`Store::append_messages`] hands the writer many messages of a room as one write.
+//!
 //! Keyspaces and keys (`\0` separates parts; group and room ids cannot contain it, user ids may
 //! not contain control characters):
 //! - `rooms`: `group\0room` → [`RoomRecord`]
 //! - `members`: `group\0room\0user` → [`MemberRecord`]
 //! - `user_rooms`: `user\0group\0room` → [`RoomRecord`] (a copy, for the chat list)
 //! - `messages`: `group\0room\0` + id (8 bytes, big endian) → [`StoredMessage`]
-//! - `activity`: `group\0room` → [`Activity`] (member count and last message)
-//! - `idem`: `group\0room\0user\0cmid` → [`IdemEntry`]
+//! - `activity`: `group\0room` → `codec::Activity` (member count and last message)
+//! - `idem`: `group\0room\0user\0cmid` → `codec::IdemEntry`
 //! - `media`: media id → [`MediaRecord`]
 //! - `room_media`: `group\0room\0` + media id → nothing (a room's media, for deleting the room)
 //! - `devices`: `user\0token` → [`DeviceRecord`] (push devices)
 //! - `mutes`: `group\0room\0user` → the time it was muted (a muted room sends that user no push)
+
+mod codec;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,44 +35,25 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 use tokio::sync::{Semaphore, oneshot};
 
+use self::codec::{
+    Activity, IdemEntry, Ids, RawActivity, Value, encode_activity, encode_message, write_message,
+};
 use super::{
     AppendOutcome, ChatListEntry, CreateOutcome, DeviceRecord, IDEMPOTENCY_WINDOW_MS, LoadedRoom,
     MediaRecord, MemberRecord, Page, RoomRecord, Store, StoreError, StoreResult, StoredMessage,
 };
 use crate::ids::{GroupId, MessageId, RoomId, UserId, now_ms};
 
-/// How many writes may wait for the writer at once before callers wait for room.
+/// How many writes (messages, for a batch of appends) may wait for the writer at once before
+/// callers wait for room.
 const MAX_QUEUED_WRITES: usize = 65_536;
-/// The most writes applied in one batch (one fsync).
-const MAX_BATCH: usize = 4_096;
+/// The most writes (messages, for a batch of appends) applied in one batch (one fsync).
+const MAX_BATCH: usize = 8_192;
 /// How often expired idempotency keys are swept away.
 const SWEEP_EVERY: Duration = Duration::from_secs(3_600);
-
-/// A room's activity: its member count and last message, kept for the chat list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Activity {
-    members: u32,
-    last: Option<StoredMessage>,
-}
-
-/// An idempotency key's value: the message it produced and when.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct IdemEntry {
-    id: MessageId,
-    ts: i64,
-}
-
-fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
 
 fn io_err(e: fjall::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -108,10 +98,17 @@ fn user_room_key(user: &UserId, group: &GroupId, room: &RoomId) -> Vec<u8> {
     ])
 }
 
-fn message_key(group: &GroupId, room: &RoomId, id: MessageId) -> Vec<u8> {
-    let mut k = room_prefix(group, room);
+/// A message's key from its room's key (`group\0room`).
+fn message_key_in(room_key: &[u8], id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(room_key.len() + 9);
+    k.extend_from_slice(room_key);
+    k.push(0);
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+fn message_key(group: &GroupId, room: &RoomId, id: MessageId) -> Vec<u8> {
+    message_key_in(&room_key(group, room), id)
 }
 
 /// `group\0room\0id`: a room's media, in `room_media`.
@@ -158,19 +155,31 @@ struct Tables {
     mutes: Keyspace,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// The keyspaces a batch writes through its overlay (room activity has its own slots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Table {
     Rooms,
     Members,
     UserRooms,
     Messages,
-    Activity,
     Idem,
     Media,
     RoomMedia,
     Devices,
     Mutes,
 }
+
+const TABLES: [Table; 9] = [
+    Table::Rooms,
+    Table::Members,
+    Table::UserRooms,
+    Table::Messages,
+    Table::Idem,
+    Table::Media,
+    Table::RoomMedia,
+    Table::Devices,
+    Table::Mutes,
+];
 
 impl Tables {
     fn open(path: &Path) -> StoreResult<Self> {
@@ -203,7 +212,6 @@ impl Tables {
             Table::Members => &self.members,
             Table::UserRooms => &self.user_rooms,
             Table::Messages => &self.messages,
-            Table::Activity => &self.activity,
             Table::Idem => &self.idem,
             Table::Media => &self.media,
             Table::RoomMedia => &self.room_media,
@@ -212,72 +220,122 @@ impl Tables {
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> StoreResult<Option<T>> {
+    fn get<T: Value>(&self, table: Table, key: &[u8]) -> StoreResult<Option<T>> {
         match self.table(table).get(key).map_err(io_err)? {
-            Some(bytes) => decode(&bytes).map(Some),
+            Some(bytes) => T::decode(&bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn scan<T: DeserializeOwned>(&self, table: Table, prefix: &[u8]) -> StoreResult<Vec<T>> {
+    fn scan<T: Value>(&self, table: Table, prefix: &[u8]) -> StoreResult<Vec<T>> {
         let mut out = Vec::new();
         for guard in self.table(table).prefix(prefix) {
             let (_, value) = guard.into_inner().map_err(io_err)?;
-            out.push(decode(&value)?);
+            out.push(T::decode(&value)?);
         }
         Ok(out)
     }
 
+    /// The newest `limit` messages with id < `before` of the room whose key is `room_key`,
+    /// oldest first, and whether older ones remain.
     fn messages_before(
         &self,
-        group: &GroupId,
-        room: &RoomId,
+        room_key: &[u8],
         before: Option<MessageId>,
         limit: usize,
     ) -> StoreResult<Page> {
-        let start = message_key(group, room, 0);
+        let start = message_key_in(room_key, 0);
         // Snowflakes never reach `u64::MAX`, so an exclusive end there misses nothing.
-        let end = message_key(group, room, before.unwrap_or(u64::MAX));
+        let end = message_key_in(room_key, before.unwrap_or(u64::MAX));
         let mut msgs = Vec::with_capacity(limit.min(256));
         let mut more = false;
+        let mut ids = Ids::default();
         for guard in self.messages.range(start..end).rev() {
             if msgs.len() == limit {
                 more = true;
                 break;
             }
             let (_, value) = guard.into_inner().map_err(io_err)?;
-            msgs.push(decode::<StoredMessage>(&value)?);
+            msgs.push(ids.message(&value)?);
         }
         msgs.reverse();
         Ok(Page { msgs, more })
     }
 
-    fn messages_after(
-        &self,
-        group: &GroupId,
-        room: &RoomId,
-        since: MessageId,
-        limit: usize,
-    ) -> StoreResult<Page> {
+    fn messages_after(&self, room_key: &[u8], since: MessageId, limit: usize) -> StoreResult<Page> {
         let Some(start_id) = since.checked_add(1) else {
             return Ok(Page {
                 msgs: Vec::new(),
                 more: false,
             });
         };
-        let start = message_key(group, room, start_id);
-        let end = message_key(group, room, u64::MAX);
+        let start = message_key_in(room_key, start_id);
+        let end = message_key_in(room_key, u64::MAX);
         let mut msgs = Vec::with_capacity(limit.min(256));
         let mut more = false;
+        let mut ids = Ids::default();
         for guard in self.messages.range(start..=end) {
             if msgs.len() == limit {
                 more = true;
                 break;
             }
             let (_, value) = guard.into_inner().map_err(io_err)?;
-            msgs.push(decode::<StoredMessage>(&value)?);
+            msgs.push(ids.message(&value)?);
         }
         Ok(Page { msgs, more })
+    }
+
+    /// A user's chat list in a group: one prefix scan of `user_rooms`, then per room one read
+    /// of its activity and one of the user's member record (for the unread count).
+    fn chat_list(&self, user: &UserId, group: &GroupId) -> StoreResult<Vec<ChatListEntry>> {
+        let mut prefix = key(&[user.as_str().as_bytes(), group.as_str().as_bytes()]);
+        prefix.push(0);
+        let mut ids = Ids::with_group(group);
+        let mut out = Vec::new();
+        // Reused for every room: `group\0room`, then `group\0room\0user`.
+        let mut k = Vec::with_capacity(group.as_str().len() + 2 * 64 + 2);
+        for guard in self.user_rooms.prefix(&prefix) {
+            let (_, value) = guard.into_inner().map_err(io_err)?;
+            let record = ids.room(&value)?;
+            k.clear();
+            k.extend_from_slice(group.as_str().as_bytes());
+            k.push(0);
+            k.extend_from_slice(record.room.as_str().as_bytes());
+            let activity = match self.activity.get(&k).map_err(io_err)? {
+                Some(bytes) => ids.activity(&bytes)?,
+                None => Activity::default(),
+            };
+            k.push(0);
+            k.extend_from_slice(user.as_str().as_bytes());
+            let cursor_seq = match self.members.get(&k).map_err(io_err)? {
+                Some(bytes) => Some(ids.member(&bytes)?.cursor_seq),
+                None => None,
+            };
+            let last_seq = activity.last.as_ref().map_or(0, |m| m.seq);
+            let unread = cursor_seq.map_or(0, |c| last_seq.saturating_sub(c));
+            out.push(ChatListEntry {
+                record,
+                members: activity.members,
+                last: activity.last,
+                unread,
+            });
+        }
+        // Sort small (time, index) pairs rather than the entries themselves (a few hundred
+        // bytes each), then move every entry once. Ties keep the order of the scan.
+        let mut order: Vec<(std::cmp::Reverse<i64>, usize)> = out
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let ts = e.last.as_ref().map_or(e.record.created, |m| m.ts);
+                (std::cmp::Reverse(ts), i)
+            })
+            .collect();
+        order.sort_unstable();
+        let mut slots: Vec<Option<ChatListEntry>> = out.into_iter().map(Some).collect();
+        Ok(order
+            .into_iter()
+            .filter_map(|(_, i)| slots.get_mut(i).and_then(Option::take))
+            .collect())
     }
 }
 
@@ -313,11 +371,12 @@ enum WriteOp {
         cursors: Vec<(UserId, MessageId, u64)>,
         done: Reply<()>,
     },
+    /// One or more messages of one room, applied in order and answered together.
     Append {
         group: GroupId,
         room: RoomId,
-        msg: StoredMessage,
-        done: Reply<AppendOutcome>,
+        msgs: Vec<StoredMessage>,
+        done: Reply<Vec<AppendOutcome>>,
     },
     Update {
         group: GroupId,
@@ -356,43 +415,145 @@ enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// How much of a batch this write takes: its number of messages, or one.
+    fn weight(&self) -> usize {
+        match self {
+            Self::Append { msgs, .. } => msgs.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// A room's activity within a batch: as read (or written) so far, and whether it changed.
+struct ActivitySlot {
+    /// `None`: the room has no activity record (or it is being deleted).
+    state: Option<RawActivity>,
+    dirty: bool,
+}
+
 /// A batch being built: the last value of every key it writes (`None` is a deletion), which
 /// later writes in the batch also read. Only the last value of a key is committed, so a room's
-/// activity record rewritten for every message of a batch is written to disk once.
+/// activity rewritten for every message of a batch is written to disk once. The writer thread
+/// keeps one batch and reuses its maps, so their memory is allocated once.
 struct Batch<'t> {
     tables: &'t Tables,
-    overlay: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// One map per [`Table`], in the order of [`TABLES`]. Keys and values are fjall's own
+    /// byte slices, handed to the commit without another copy.
+    overlay: [HashMap<Slice, Option<Slice>>; TABLES.len()],
+    /// Room key → the room's activity, read once per batch and kept decoded.
+    activity: HashMap<Vec<u8>, ActivitySlot>,
+    /// When the batch began (for the idempotency window).
+    now: i64,
 }
 
 impl<'t> Batch<'t> {
     fn new(tables: &'t Tables) -> Self {
         Self {
             tables,
-            overlay: HashMap::new(),
+            overlay: Default::default(),
+            activity: HashMap::new(),
+            now: now_ms(),
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> StoreResult<Option<T>> {
-        match self.overlay.get(&(table, key.to_vec())) {
-            Some(Some(bytes)) => decode(bytes).map(Some),
+    fn map(&self, table: Table) -> &HashMap<Slice, Option<Slice>> {
+        &self.overlay[table as usize]
+    }
+
+    fn map_mut(&mut self, table: Table) -> &mut HashMap<Slice, Option<Slice>> {
+        &mut self.overlay[table as usize]
+    }
+
+    fn get<T: Value>(&self, table: Table, key: &[u8]) -> StoreResult<Option<T>> {
+        match self.map(table).get(key) {
+            Some(Some(bytes)) => T::decode(bytes).map(Some),
             Some(None) => Ok(None),
             None => self.tables.get(table, key),
         }
     }
 
-    fn put<T: Serialize>(&mut self, table: Table, key: Vec<u8>, value: &T) -> StoreResult<()> {
-        let bytes = encode(value)?;
-        self.overlay.insert((table, key), Some(bytes));
+    fn put<T: Value>(&mut self, table: Table, key: Vec<u8>, value: &T) -> StoreResult<()> {
+        let bytes = value.encode()?;
+        self.put_raw(table, key, bytes);
         Ok(())
     }
 
-    fn remove(&mut self, table: Table, key: Vec<u8>) {
-        self.overlay.insert((table, key), None);
+    fn put_raw(&mut self, table: Table, key: Vec<u8>, bytes: Vec<u8>) {
+        self.map_mut(table)
+            .insert(Slice::from(key), Some(Slice::from(bytes)));
     }
 
-    /// Commits the batch and syncs the journal: after this returns `Ok`, it is durable.
-    fn commit(self) -> StoreResult<()> {
-        if self.overlay.is_empty() {
+    /// Writes a key and value built in scratch buffers (one copy each, none for short keys).
+    fn put_slices(&mut self, table: Table, key: &[u8], bytes: &[u8]) {
+        self.map_mut(table)
+            .insert(Slice::new(key), Some(Slice::new(bytes)));
+    }
+
+    fn remove(&mut self, table: Table, key: Vec<u8>) {
+        self.map_mut(table).insert(Slice::from(key), None);
+    }
+
+    /// The keys of `table` under `prefix`, on disk or written by this batch (deleted or not).
+    fn keys_with_prefix(&self, table: Table, prefix: &[u8]) -> StoreResult<Vec<Vec<u8>>> {
+        let mut keys: Vec<Vec<u8>> = self
+            .tables
+            .table(table)
+            .prefix(prefix)
+            .map(|g| g.key().map(|k| k.to_vec()).map_err(io_err))
+            .collect::<StoreResult<_>>()?;
+        keys.extend(
+            self.map(table)
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .map(|k| k.to_vec()),
+        );
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The activity of the room whose key is `room_key`, read from disk on first use.
+    fn activity(&mut self, room_key: &[u8]) -> StoreResult<&mut ActivitySlot> {
+        if !self.activity.contains_key(room_key) {
+            let state = match self.tables.activity.get(room_key).map_err(io_err)? {
+                Some(bytes) => Some(RawActivity::decode(&bytes)?),
+                None => None,
+            };
+            self.activity.insert(
+                room_key.to_vec(),
+                ActivitySlot {
+                    state,
+                    dirty: false,
+                },
+            );
+        }
+        self.activity
+            .get_mut(room_key)
+            .ok_or_else(|| StoreError::Corrupt("activity slot missing".into()))
+    }
+
+    /// Changes a room's member count.
+    fn add_members(&mut self, room_key: &[u8], delta: i64) -> StoreResult<()> {
+        let slot = self.activity(room_key)?;
+        let state = slot.state.get_or_insert_with(RawActivity::default);
+        let members = (i64::from(state.members) + delta).clamp(0, i64::from(u32::MAX));
+        state.members = u32::try_from(members).unwrap_or(u32::MAX);
+        slot.dirty = true;
+        Ok(())
+    }
+
+    /// How many entries the batch would write.
+    fn len(&self) -> usize {
+        self.overlay.iter().map(HashMap::len).sum::<usize>()
+            + self.activity.values().filter(|s| s.dirty).count()
+    }
+
+    /// Commits the batch and syncs the journal: after this returns `Ok`, it is durable. The
+    /// batch is empty afterwards either way, ready for the next one.
+    fn commit(&mut self) -> StoreResult<()> {
+        if self.len() == 0 {
+            self.activity.clear();
             return Ok(());
         }
         let mut batch = self
@@ -400,14 +561,43 @@ impl<'t> Batch<'t> {
             .db
             .batch()
             .durability(Some(PersistMode::SyncAll));
-        for ((table, key), value) in self.overlay {
-            let keyspace = self.tables.table(table);
-            match value {
-                Some(value) => batch.insert(keyspace, key, value),
-                None => batch.remove(keyspace, key),
+        let messages = &self.overlay[Table::Messages as usize];
+        for (rk, slot) in self.activity.drain() {
+            if !slot.dirty {
+                continue;
+            }
+            let Some(state) = slot.state else {
+                batch.remove(&self.tables.activity, rk);
+                continue;
+            };
+            // The last message as this batch leaves it (appended or edited here), else as read.
+            let last = state.last.as_ref().and_then(|(id, read)| {
+                match messages.get(message_key_in(&rk, *id).as_slice()) {
+                    Some(Some(bytes)) => Some(bytes.as_slice()),
+                    _ => (!read.is_empty()).then_some(read.as_slice()),
+                }
+            });
+            let value = encode_activity(state.members, last);
+            batch.insert(&self.tables.activity, rk, value);
+        }
+        for (table, map) in TABLES.iter().zip(self.overlay.iter_mut()) {
+            let keyspace = self.tables.table(*table);
+            for (key, value) in map.drain() {
+                match value {
+                    Some(value) => batch.insert(keyspace, key, value),
+                    None => batch.remove(keyspace, key),
+                }
             }
         }
         batch.commit().map_err(io_err)
+    }
+
+    /// Forgets everything written since the last commit (after a failed commit).
+    fn clear(&mut self) {
+        self.activity.clear();
+        for map in &mut self.overlay {
+            map.clear();
+        }
     }
 }
 
@@ -415,7 +605,7 @@ impl<'t> Batch<'t> {
 enum Done {
     Create(Reply<CreateOutcome>, CreateOutcome),
     Unit(Reply<()>),
-    Append(Reply<AppendOutcome>, AppendOutcome),
+    Append(Reply<Vec<AppendOutcome>>, Vec<AppendOutcome>),
     Bool(Reply<bool>, bool),
 }
 
@@ -442,10 +632,146 @@ impl Done {
     }
 }
 
-fn activity_of(batch: &Batch<'_>, group: &GroupId, room: &RoomId) -> StoreResult<Activity> {
-    Ok(batch
-        .get::<Activity>(Table::Activity, &room_key(group, room))?
-        .unwrap_or_default())
+/// Queues the answer to a write once the batch commits, or answers an error at once.
+fn answer<T>(
+    done: &mut Vec<Done>,
+    tx: Reply<T>,
+    result: StoreResult<T>,
+    wrap: fn(Reply<T>, T) -> Done,
+) {
+    match result {
+        Ok(value) => done.push(wrap(tx, value)),
+        Err(e) => {
+            let _ = tx.send(Err(e));
+        }
+    }
+}
+
+/// Applies appends of one room in order. Every read comes first and nothing is written until
+/// all succeeded, so a failed append leaves nothing of itself in the batch.
+fn append(
+    batch: &mut Batch<'_>,
+    group: &GroupId,
+    room: &RoomId,
+    msgs: Vec<StoredMessage>,
+) -> StoreResult<Vec<AppendOutcome>> {
+    let rk = room_key(group, room);
+    // Every idempotency key of the call, back to back in one buffer.
+    let mut key_bytes = Vec::new();
+    let spans: Vec<Option<std::ops::Range<usize>>> = msgs
+        .iter()
+        .map(|m| {
+            m.cmid.as_deref().map(|cmid| {
+                // `group\0room\0user\0cmid`, as `idem_key` builds it.
+                let start = key_bytes.len();
+                key_bytes.extend_from_slice(&rk);
+                key_bytes.push(0);
+                key_bytes.extend_from_slice(m.from.as_str().as_bytes());
+                key_bytes.push(0);
+                key_bytes.extend_from_slice(cmid.as_bytes());
+                debug_assert_eq!(key_bytes[start..], idem_key(group, room, &m.from, cmid));
+                start..key_bytes.len()
+            })
+        })
+        .collect();
+    let key_of = |span: &std::ops::Range<usize>| &key_bytes[span.clone()];
+    // Reads: a key claimed earlier in this call, in this batch or on disk makes a duplicate.
+    let mut outcomes = Vec::with_capacity(msgs.len());
+    let mut in_call: HashMap<&[u8], usize> = HashMap::new();
+    for (i, span) in spans.iter().enumerate() {
+        let Some(span) = span else {
+            outcomes.push(AppendOutcome::Stored);
+            continue;
+        };
+        let ik = key_of(span);
+        let earlier = if msgs.len() > 1 {
+            in_call.get(ik).copied()
+        } else {
+            None
+        };
+        let outcome = match earlier {
+            Some(j) => match &outcomes[j] {
+                AppendOutcome::Stored => AppendOutcome::Duplicate(msgs[j].clone()),
+                duplicate => duplicate.clone(),
+            },
+            None => match batch.get::<IdemEntry>(Table::Idem, ik)? {
+                Some(entry) if batch.now - entry.ts < IDEMPOTENCY_WINDOW_MS => {
+                    match batch
+                        .get::<StoredMessage>(Table::Messages, &message_key_in(&rk, entry.id))?
+                    {
+                        Some(first) => AppendOutcome::Duplicate(first),
+                        None => AppendOutcome::Stored,
+                    }
+                }
+                _ => AppendOutcome::Stored,
+            },
+        };
+        if earlier.is_none() && msgs.len() > 1 {
+            in_call.insert(ik, i);
+        }
+        outcomes.push(outcome);
+    }
+    drop(in_call);
+    batch.activity(&rk)?;
+    // Writes: none of them can fail. Keys and records are built in two reused buffers.
+    let mut newest = None;
+    let mut mk = message_key_in(&rk, 0);
+    let id_at = mk.len() - 8;
+    let mut record = Vec::with_capacity(256);
+    for ((msg, span), outcome) in msgs.iter().zip(&spans).zip(&outcomes) {
+        if *outcome != AppendOutcome::Stored {
+            continue;
+        }
+        if let Some(span) = span {
+            let entry = IdemEntry {
+                id: msg.id,
+                ts: msg.ts,
+            };
+            batch.put_slices(Table::Idem, key_of(span), &entry.to_bytes());
+        }
+        mk[id_at..].copy_from_slice(&msg.id.to_be_bytes());
+        record.clear();
+        write_message(&mut record, msg);
+        batch.put_slices(Table::Messages, &mk, &record);
+        newest = newest.max(Some(msg.id));
+    }
+    if let Some(newest) = newest {
+        let slot = batch.activity(&rk)?;
+        let state = slot.state.get_or_insert_with(RawActivity::default);
+        // The newest message is the room's last one; its record is taken from the batch at
+        // commit (an empty record stands for that).
+        if state.last.as_ref().is_none_or(|(id, _)| *id <= newest) {
+            state.last = Some((newest, Vec::new()));
+        }
+        slot.dirty = true;
+    }
+    Ok(outcomes)
+}
+
+/// Deletes a room and everything under it, on disk and in this batch.
+fn delete_room(batch: &mut Batch<'_>, group: &GroupId, room: &RoomId) -> StoreResult<()> {
+    let prefix = room_prefix(group, room);
+    for mk in batch.keys_with_prefix(Table::Members, &prefix)? {
+        if let Some(member) = batch.get::<MemberRecord>(Table::Members, &mk)? {
+            batch.remove(Table::UserRooms, user_room_key(&member.user, group, room));
+        }
+        batch.remove(Table::Members, mk);
+    }
+    for table in [Table::Messages, Table::Idem, Table::RoomMedia, Table::Mutes] {
+        for k in batch.keys_with_prefix(table, &prefix)? {
+            if table == Table::RoomMedia {
+                // The key ends with the media id, after the room's prefix.
+                batch.remove(Table::Media, k[prefix.len()..].to_vec());
+            }
+            batch.remove(table, k);
+        }
+    }
+    let rk = room_key(group, room);
+    let slot = batch.activity(&rk)?;
+    slot.state = None;
+    slot.dirty = true;
+    batch.remove(Table::Rooms, rk);
+    Ok(())
 }
 
 /// Applies one write to the batch. Errors that concern only this write are answered at once;
@@ -460,77 +786,46 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             let result = (|| {
                 let rk = room_key(&record.group, &record.room);
                 if let Some(existing) = batch.get::<RoomRecord>(Table::Rooms, &rk)? {
-                    return Ok(Some(existing));
+                    // The existing room may be this very batch's (two creators at once):
+                    // answered after the commit, so the caller never looks for a room not yet
+                    // durable.
+                    return Ok(CreateOutcome::Exists(existing));
                 }
-                batch.put(Table::Rooms, rk.clone(), &record)?;
+                let encoded = record.encode()?;
+                let mut writes = Vec::with_capacity(2 * members.len());
                 for member in &members {
-                    batch.put(
+                    writes.push((
                         Table::Members,
                         member_key(&record.group, &record.room, &member.user),
-                        member,
-                    )?;
-                    batch.put(
+                        member.encode()?,
+                    ));
+                    writes.push((
                         Table::UserRooms,
                         user_room_key(&member.user, &record.group, &record.room),
-                        &record,
-                    )?;
+                        encoded.clone(),
+                    ));
                 }
-                let activity = Activity {
-                    members: members.len() as u32,
+                let slot = batch.activity(&rk)?;
+                slot.state = Some(RawActivity {
+                    members: u32::try_from(members.len()).unwrap_or(u32::MAX),
                     last: None,
-                };
-                batch.put(Table::Activity, rk, &activity)?;
-                Ok(None)
+                });
+                slot.dirty = true;
+                batch.put_raw(Table::Rooms, rk, encoded);
+                for (table, k, v) in writes {
+                    batch.put_raw(table, k, v);
+                }
+                Ok(CreateOutcome::Created)
             })();
-            match result {
-                // The existing room may be this very batch's (two creators at once): answer
-                // after the commit, so the caller never looks for a room not yet durable.
-                Ok(Some(existing)) => {
-                    done.push(Done::Create(tx, CreateOutcome::Exists(existing)));
-                }
-                Ok(None) => done.push(Done::Create(tx, CreateOutcome::Created)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, Done::Create);
         }
         WriteOp::DeleteRoom {
             group,
             room,
             done: tx,
         } => {
-            let result = (|| {
-                let prefix = room_prefix(&group, &room);
-                let members: Vec<MemberRecord> = batch.tables.scan(Table::Members, &prefix)?;
-                for member in members {
-                    batch.remove(Table::Members, member_key(&group, &room, &member.user));
-                    batch.remove(Table::UserRooms, user_room_key(&member.user, &group, &room));
-                }
-                for table in [Table::Messages, Table::Idem, Table::RoomMedia, Table::Mutes] {
-                    let keys: Vec<Vec<u8>> = batch
-                        .tables
-                        .table(table)
-                        .prefix(&prefix)
-                        .map(|g| g.key().map(|k| k.to_vec()).map_err(io_err))
-                        .collect::<StoreResult<_>>()?;
-                    for k in keys {
-                        if table == Table::RoomMedia {
-                            // The key ends with the media id, after the room's prefix.
-                            batch.remove(Table::Media, k[prefix.len()..].to_vec());
-                        }
-                        batch.remove(table, k);
-                    }
-                }
-                batch.remove(Table::Activity, room_key(&group, &room));
-                batch.remove(Table::Rooms, room_key(&group, &room));
-                Ok(())
-            })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            let result = delete_room(batch, &group, &room);
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::PutMember {
             group,
@@ -539,32 +834,25 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             done: tx,
         } => {
             let result = (|| {
-                let Some(record) =
-                    batch.get::<RoomRecord>(Table::Rooms, &room_key(&group, &room))?
-                else {
+                let rk = room_key(&group, &room);
+                let Some(record) = batch.get::<RoomRecord>(Table::Rooms, &rk)? else {
                     return Ok(());
                 };
                 let mk = member_key(&group, &room, &member.user);
                 let existed = batch.get::<MemberRecord>(Table::Members, &mk)?.is_some();
-                batch.put(Table::Members, mk, &member)?;
-                batch.put(
+                let (member_bytes, record_bytes) = (member.encode()?, record.encode()?);
+                if !existed {
+                    batch.add_members(&rk, 1)?;
+                }
+                batch.put_raw(Table::Members, mk, member_bytes);
+                batch.put_raw(
                     Table::UserRooms,
                     user_room_key(&member.user, &group, &room),
-                    &record,
-                )?;
-                if !existed {
-                    let mut activity = activity_of(batch, &group, &room)?;
-                    activity.members += 1;
-                    batch.put(Table::Activity, room_key(&group, &room), &activity)?;
-                }
+                    record_bytes,
+                );
                 Ok(())
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::RemoveMember {
             group,
@@ -575,22 +863,15 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             let result = (|| {
                 let mk = member_key(&group, &room, &user);
                 if batch.get::<MemberRecord>(Table::Members, &mk)?.is_some() {
+                    batch.add_members(&room_key(&group, &room), -1)?;
                     // A member who leaves takes their mute with them.
                     batch.remove(Table::Mutes, mk.clone());
                     batch.remove(Table::Members, mk);
                     batch.remove(Table::UserRooms, user_room_key(&user, &group, &room));
-                    let mut activity = activity_of(batch, &group, &room)?;
-                    activity.members = activity.members.saturating_sub(1);
-                    batch.put(Table::Activity, room_key(&group, &room), &activity)?;
                 }
                 Ok(())
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::SaveCursors {
             group,
@@ -599,6 +880,7 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             done: tx,
         } => {
             let result = (|| {
+                let mut writes = Vec::with_capacity(cursors.len());
                 for (user, cursor, cursor_seq) in cursors {
                     let mk = member_key(&group, &room, &user);
                     if let Some(mut member) = batch.get::<MemberRecord>(Table::Members, &mk)?
@@ -606,60 +888,24 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                     {
                         member.cursor = member.cursor.max(cursor);
                         member.cursor_seq = member.cursor_seq.max(cursor_seq);
-                        batch.put(Table::Members, mk, &member)?;
+                        writes.push((mk, member.encode()?));
                     }
+                }
+                for (mk, bytes) in writes {
+                    batch.put_raw(Table::Members, mk, bytes);
                 }
                 Ok(())
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::Append {
             group,
             room,
-            msg,
+            msgs,
             done: tx,
         } => {
-            let result = (|| {
-                if let Some(cmid) = &msg.cmid {
-                    let ik = idem_key(&group, &room, &msg.from, cmid);
-                    if let Some(entry) = batch.get::<IdemEntry>(Table::Idem, &ik)?
-                        && now_ms() - entry.ts < IDEMPOTENCY_WINDOW_MS
-                        && let Some(first) = batch.get::<StoredMessage>(
-                            Table::Messages,
-                            &message_key(&group, &room, entry.id),
-                        )?
-                    {
-                        return Ok(AppendOutcome::Duplicate(first));
-                    }
-                    batch.put(
-                        Table::Idem,
-                        ik,
-                        &IdemEntry {
-                            id: msg.id,
-                            ts: msg.ts,
-                        },
-                    )?;
-                }
-                let mut activity = activity_of(batch, &group, &room)?;
-                batch.put(Table::Messages, message_key(&group, &room, msg.id), &msg)?;
-                activity.last = Some(msg);
-                batch.put(Table::Activity, room_key(&group, &room), &activity)?;
-                Ok(AppendOutcome::Stored)
-            })();
-            match result {
-                Ok(AppendOutcome::Stored) => done.push(Done::Append(tx, AppendOutcome::Stored)),
-                Ok(duplicate) => {
-                    let _ = tx.send(Ok(duplicate));
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            let result = append(batch, &group, &room, msgs);
+            answer(done, tx, result, Done::Append);
         }
         WriteOp::Update {
             group,
@@ -668,7 +914,8 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
             done: tx,
         } => {
             let result = (|| {
-                let mk = message_key(&group, &room, msg.id);
+                let rk = room_key(&group, &room);
+                let mk = message_key_in(&rk, msg.id);
                 let Some(existing) = batch.get::<StoredMessage>(Table::Messages, &mk)? else {
                     return Ok(());
                 };
@@ -676,36 +923,33 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 if existing.deleted && !msg.deleted {
                     return Ok(());
                 }
-                batch.put(Table::Messages, mk, &msg)?;
-                let mut activity = activity_of(batch, &group, &room)?;
-                if activity.last.as_ref().is_some_and(|last| last.id == msg.id) {
-                    activity.last = Some(msg);
-                    batch.put(Table::Activity, room_key(&group, &room), &activity)?;
+                let slot = batch.activity(&rk)?;
+                if slot
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.last.as_ref())
+                    .is_some_and(|(id, _)| *id == msg.id)
+                {
+                    // The activity record takes the new version from the batch at commit.
+                    slot.dirty = true;
                 }
+                batch.put_raw(Table::Messages, mk, encode_message(&msg));
                 Ok(())
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::PutMedia { media, done: tx } => {
             let result = (|| {
+                let bytes = media.encode()?;
                 batch.put(
                     Table::RoomMedia,
                     room_media_key(&media.group, &media.room, &media.id),
                     &(),
                 )?;
-                batch.put(Table::Media, media.id.as_bytes().to_vec(), &media)
+                batch.put_raw(Table::Media, media.id.as_bytes().to_vec(), bytes);
+                Ok(())
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::MarkThumbnail { id, done: tx } => {
             let result = (|| {
@@ -717,12 +961,7 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 batch.put(Table::Media, key, &media)?;
                 Ok(true)
             })();
-            match result {
-                Ok(found) => done.push(Done::Bool(tx, found)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, Done::Bool);
         }
         WriteOp::DeleteMedia { id, done: tx } => {
             let result = (|| {
@@ -736,12 +975,7 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 }
                 Ok(())
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::PutDevice {
             user,
@@ -755,12 +989,7 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 }
                 batch.put(Table::Devices, dk, &device)
             })();
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
         WriteOp::DeleteDevice {
             user,
@@ -784,12 +1013,7 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
                 batch.remove(Table::Mutes, mk);
                 Ok(())
             };
-            match result {
-                Ok(()) => done.push(Done::Unit(tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+            answer(done, tx, result, |tx, ()| Done::Unit(tx));
         }
     }
 }
@@ -800,66 +1024,63 @@ fn sweep_idempotency_keys(tables: &Tables) -> StoreResult<usize> {
     let mut batch = Batch::new(tables);
     for guard in tables.idem.iter() {
         let (k, v) = guard.into_inner().map_err(io_err)?;
-        if decode::<IdemEntry>(&v)
-            .map(|e| e.ts < cutoff)
-            .unwrap_or(true)
-        {
+        if IdemEntry::decode(&v).map(|e| e.ts < cutoff).unwrap_or(true) {
             batch.remove(Table::Idem, k.to_vec());
         }
     }
-    let swept = batch.overlay.len();
+    let swept = batch.map(Table::Idem).len();
     batch.commit()?;
     Ok(swept)
 }
 
+fn sweep(tables: &Tables, next_sweep: &mut Instant) {
+    if Instant::now() >= *next_sweep {
+        *next_sweep = Instant::now() + SWEEP_EVERY;
+        match sweep_idempotency_keys(tables) {
+            Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
+            Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+        }
+    }
+}
+
 fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
+    let mut batch = Batch::new(&tables);
+    let mut done = Vec::new();
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(op) => op,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                if Instant::now() >= next_sweep {
-                    next_sweep = Instant::now() + SWEEP_EVERY;
-                    match sweep_idempotency_keys(&tables) {
-                        Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
-                        Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
-                    }
-                }
+                sweep(&tables, &mut next_sweep);
                 continue;
             }
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let started = Instant::now();
-        let mut batch = Batch::new(&tables);
-        let mut done = Vec::new();
-        let mut count = 1;
+        batch.now = now_ms();
+        let mut count = first.weight();
         apply(&mut batch, first, &mut done);
         while count < MAX_BATCH {
             match rx.try_recv() {
                 Ok(op) => {
+                    count += op.weight();
                     apply(&mut batch, op, &mut done);
-                    count += 1;
                 }
                 Err(_) => break,
             }
         }
         let result = batch.commit();
         if let Err(e) = &result {
+            batch.clear();
             tracing::error!(error = %e, "store batch failed; its writes were refused");
         }
         metrics::histogram!("chatnode_store_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("chatnode_store_batch_size").record(count as f64);
-        for d in done {
+        for d in done.drain(..) {
             d.finish(&result);
         }
         // A busy node is never idle for long: sweep between batches too.
-        if Instant::now() >= next_sweep {
-            next_sweep = Instant::now() + SWEEP_EVERY;
-            match sweep_idempotency_keys(&tables) {
-                Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
-                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
-            }
-        }
+        sweep(&tables, &mut next_sweep);
     }
     if let Err(e) = tables.db.persist(PersistMode::SyncAll) {
         tracing::error!(error = %e, "final store sync failed");
@@ -893,8 +1114,19 @@ impl EmbeddedStore {
         })
     }
 
-    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> StoreResult<T> {
-        let _permit = self.queue.acquire().await.map_err(|_| StoreError::Closed)?;
+    /// Hands a write of `weight` (see [`WriteOp::weight`]) to the writer and waits until it is
+    /// durable.
+    async fn write<T>(
+        &self,
+        weight: usize,
+        make: impl FnOnce(Reply<T>) -> WriteOp,
+    ) -> StoreResult<T> {
+        let permits = u32::try_from(weight.clamp(1, MAX_QUEUED_WRITES)).unwrap_or(1);
+        let _permit = self
+            .queue
+            .acquire_many(permits)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let (tx, rx) = oneshot::channel();
         {
             let writer = self.writer.lock().map_err(|_| StoreError::Closed)?;
@@ -939,7 +1171,7 @@ impl Store for EmbeddedStore {
         record: RoomRecord,
         members: Vec<MemberRecord>,
     ) -> StoreResult<CreateOutcome> {
-        self.write(|done| WriteOp::CreateRoom {
+        self.write(1, |done| WriteOp::CreateRoom {
             record,
             members,
             done,
@@ -954,7 +1186,7 @@ impl Store for EmbeddedStore {
 
     async fn delete_room(&self, group: &GroupId, room: &RoomId) -> StoreResult<()> {
         let (group, room) = (group.clone(), room.clone());
-        self.write(|done| WriteOp::DeleteRoom { group, room, done })
+        self.write(1, |done| WriteOp::DeleteRoom { group, room, done })
             .await
     }
 
@@ -966,11 +1198,12 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Option<LoadedRoom>> {
         let (group, room) = (group.clone(), room.clone());
         self.read(move |t| {
-            let Some(record) = t.get::<RoomRecord>(Table::Rooms, &room_key(&group, &room))? else {
+            let rk = room_key(&group, &room);
+            let Some(record) = t.get::<RoomRecord>(Table::Rooms, &rk)? else {
                 return Ok(None);
             };
             let members = t.scan(Table::Members, &room_prefix(&group, &room))?;
-            let page = t.messages_before(&group, &room, None, recent)?;
+            let page = t.messages_before(&rk, None, recent)?;
             Ok(Some(LoadedRoom {
                 record,
                 members,
@@ -987,7 +1220,7 @@ impl Store for EmbeddedStore {
         member: MemberRecord,
     ) -> StoreResult<()> {
         let (group, room) = (group.clone(), room.clone());
-        self.write(|done| WriteOp::PutMember {
+        self.write(1, |done| WriteOp::PutMember {
             group,
             room,
             member,
@@ -1003,7 +1236,7 @@ impl Store for EmbeddedStore {
         user: &UserId,
     ) -> StoreResult<()> {
         let (group, room, user) = (group.clone(), room.clone(), user.clone());
-        self.write(|done| WriteOp::RemoveMember {
+        self.write(1, |done| WriteOp::RemoveMember {
             group,
             room,
             user,
@@ -1019,7 +1252,7 @@ impl Store for EmbeddedStore {
         cursors: Vec<(UserId, MessageId, u64)>,
     ) -> StoreResult<()> {
         let (group, room) = (group.clone(), room.clone());
-        self.write(|done| WriteOp::SaveCursors {
+        self.write(1, |done| WriteOp::SaveCursors {
             group,
             room,
             cursors,
@@ -1034,11 +1267,26 @@ impl Store for EmbeddedStore {
         room: &RoomId,
         msg: StoredMessage,
     ) -> StoreResult<AppendOutcome> {
+        self.append_messages(group, room, vec![msg])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("the writer answered no outcome".into()))
+    }
+
+    async fn append_messages(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        msgs: Vec<StoredMessage>,
+    ) -> StoreResult<Vec<AppendOutcome>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
         let (group, room) = (group.clone(), room.clone());
-        self.write(|done| WriteOp::Append {
+        self.write(msgs.len(), |done| WriteOp::Append {
             group,
             room,
-            msg,
+            msgs,
             done,
         })
         .await
@@ -1051,7 +1299,7 @@ impl Store for EmbeddedStore {
         msg: StoredMessage,
     ) -> StoreResult<()> {
         let (group, room) = (group.clone(), room.clone());
-        self.write(|done| WriteOp::Update {
+        self.write(1, |done| WriteOp::Update {
             group,
             room,
             msg,
@@ -1077,8 +1325,8 @@ impl Store for EmbeddedStore {
         before: Option<MessageId>,
         limit: usize,
     ) -> StoreResult<Page> {
-        let (group, room) = (group.clone(), room.clone());
-        self.read(move |t| t.messages_before(&group, &room, before, limit))
+        let rk = room_key(group, room);
+        self.read(move |t| t.messages_before(&rk, before, limit))
             .await
     }
 
@@ -1089,8 +1337,8 @@ impl Store for EmbeddedStore {
         since: MessageId,
         limit: usize,
     ) -> StoreResult<Page> {
-        let (group, room) = (group.clone(), room.clone());
-        self.read(move |t| t.messages_after(&group, &room, since, limit))
+        let rk = room_key(group, room);
+        self.read(move |t| t.messages_after(&rk, since, limit))
             .await
     }
 
@@ -1100,14 +1348,14 @@ impl Store for EmbeddedStore {
         room: &RoomId,
         id: MessageId,
     ) -> StoreResult<Option<StoredMessage>> {
-        let (group, room) = (group.clone(), room.clone());
+        let rk = room_key(group, room);
         self.read(move |t| {
-            let start = message_key(&group, &room, 0);
-            let end = message_key(&group, &room, id);
+            let start = message_key_in(&rk, 0);
+            let end = message_key_in(&rk, id);
             match t.messages.range(start..=end).next_back() {
                 Some(guard) => {
                     let (_, value) = guard.into_inner().map_err(io_err)?;
-                    decode(&value).map(Some)
+                    StoredMessage::decode(&value).map(Some)
                 }
                 None => Ok(None),
             }
@@ -1117,39 +1365,12 @@ impl Store for EmbeddedStore {
 
     async fn chat_list(&self, user: &UserId, group: &GroupId) -> StoreResult<Vec<ChatListEntry>> {
         let (user, group) = (user.clone(), group.clone());
-        self.read(move |t| {
-            let mut prefix = key(&[user.as_str().as_bytes(), group.as_str().as_bytes()]);
-            prefix.push(0);
-            let mut out = Vec::new();
-            for guard in t.user_rooms.prefix(&prefix) {
-                let (_, value) = guard.into_inner().map_err(io_err)?;
-                let record: RoomRecord = decode(&value)?;
-                let activity = t
-                    .get::<Activity>(Table::Activity, &room_key(&group, &record.room))?
-                    .unwrap_or_default();
-                let member = t.get::<MemberRecord>(
-                    Table::Members,
-                    &member_key(&group, &record.room, &user),
-                )?;
-                let last_seq = activity.last.as_ref().map_or(0, |m| m.seq);
-                let unread = member.map_or(0, |m| last_seq.saturating_sub(m.cursor_seq));
-                out.push(ChatListEntry {
-                    record,
-                    members: activity.members,
-                    last: activity.last,
-                    unread,
-                });
-            }
-            out.sort_by_key(|e| {
-                std::cmp::Reverse(e.last.as_ref().map_or(e.record.created, |m| m.ts))
-            });
-            Ok(out)
-        })
-        .await
+        self.read(move |t| t.chat_list(&user, &group)).await
     }
 
     async fn put_media(&self, media: MediaRecord) -> StoreResult<()> {
-        self.write(|done| WriteOp::PutMedia { media, done }).await
+        self.write(1, |done| WriteOp::PutMedia { media, done })
+            .await
     }
 
     async fn get_media(&self, id: &str) -> StoreResult<Option<MediaRecord>> {
@@ -1159,23 +1380,25 @@ impl Store for EmbeddedStore {
 
     async fn set_media_thumbnail(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(|done| WriteOp::MarkThumbnail { id, done }).await
+        self.write(1, |done| WriteOp::MarkThumbnail { id, done })
+            .await
     }
 
     async fn delete_media(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(|done| WriteOp::DeleteMedia { id, done }).await
+        self.write(1, |done| WriteOp::DeleteMedia { id, done })
+            .await
     }
 
     async fn put_device(&self, user: &UserId, device: DeviceRecord) -> StoreResult<()> {
         let user = user.clone();
-        self.write(|done| WriteOp::PutDevice { user, device, done })
+        self.write(1, |done| WriteOp::PutDevice { user, device, done })
             .await
     }
 
     async fn delete_device(&self, user: &UserId, token: &str) -> StoreResult<()> {
         let (user, token) = (user.clone(), token.to_owned());
-        self.write(|done| WriteOp::DeleteDevice { user, token, done })
+        self.write(1, |done| WriteOp::DeleteDevice { user, token, done })
             .await
     }
 
@@ -1202,7 +1425,7 @@ impl Store for EmbeddedStore {
         muted: bool,
     ) -> StoreResult<()> {
         let (group, room, user) = (group.clone(), room.clone(), user.clone());
-        self.write(|done| WriteOp::SetMuted {
+        self.write(1, |done| WriteOp::SetMuted {
             group,
             room,
             user,
@@ -1249,5 +1472,266 @@ impl Store for EmbeddedStore {
                 .map_err(|_| StoreError::Unavailable("the store writer panicked".into()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MessageKind;
+    use crate::store::RoomKind;
+
+    fn ids() -> (GroupId, RoomId, UserId) {
+        (
+            GroupId::parse("g").expect("id"),
+            RoomId::parse("r").expect("id"),
+            UserId::parse("alice").expect("id"),
+        )
+    }
+
+    fn record(group: &GroupId, room: &RoomId, owner: &UserId) -> RoomRecord {
+        RoomRecord {
+            group: group.clone(),
+            room: room.clone(),
+            title: "t".into(),
+            kind: RoomKind::Group,
+            owner: owner.clone(),
+            max: None,
+            password_hash: None,
+            created: 1,
+        }
+    }
+
+    fn member(user: &UserId) -> MemberRecord {
+        MemberRecord {
+            user: user.clone(),
+            cursor: 0,
+            cursor_seq: 0,
+            joined: 1,
+        }
+    }
+
+    fn message(id: MessageId, from: &UserId, text: &str, cmid: Option<&str>) -> StoredMessage {
+        StoredMessage {
+            id,
+            seq: id,
+            from: from.clone(),
+            kind: MessageKind::Text,
+            text: Some(text.into()),
+            media: None,
+            ts: now_ms(),
+            cmid: cmid.map(str::to_owned),
+            edited: None,
+            deleted: false,
+        }
+    }
+
+    /// Applies `ops` as one batch, as the writer would, and commits it.
+    fn one_batch(tables: &Tables, ops: Vec<WriteOp>) {
+        let mut batch = Batch::new(tables);
+        let mut done = Vec::new();
+        for op in ops {
+            apply(&mut batch, op, &mut done);
+        }
+        let result = batch.commit();
+        assert!(result.is_ok(), "commit: {result:?}");
+        for d in done {
+            d.finish(&result);
+        }
+    }
+
+    fn append_op(
+        group: &GroupId,
+        room: &RoomId,
+        msgs: Vec<StoredMessage>,
+    ) -> (WriteOp, oneshot::Receiver<StoreResult<Vec<AppendOutcome>>>) {
+        let (done, rx) = oneshot::channel();
+        let op = WriteOp::Append {
+            group: group.clone(),
+            room: room.clone(),
+            msgs,
+            done,
+        };
+        (op, rx)
+    }
+
+    fn create_op(group: &GroupId, room: &RoomId, user: &UserId) -> WriteOp {
+        let (done, _) = oneshot::channel();
+        WriteOp::CreateRoom {
+            record: record(group, room, user),
+            members: vec![member(user)],
+            done,
+        }
+    }
+
+    #[test]
+    fn a_room_deleted_in_the_batch_of_its_appends_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tables = Tables::open(dir.path()).expect("open");
+        let (group, room, alice) = ids();
+        one_batch(&tables, vec![create_op(&group, &room, &alice)]);
+        let (append, rx) = append_op(
+            &group,
+            &room,
+            vec![
+                message(1, &alice, "a", Some("c1")),
+                message(2, &alice, "b", None),
+            ],
+        );
+        let (done, _) = oneshot::channel();
+        let delete = WriteOp::DeleteRoom {
+            group: group.clone(),
+            room: room.clone(),
+            done,
+        };
+        one_batch(&tables, vec![append, delete]);
+        let mut rx = rx;
+        assert!(matches!(rx.try_recv(), Ok(Ok(o)) if o.len() == 2));
+        let prefix = room_prefix(&group, &room);
+        for ks in [&tables.messages, &tables.idem, &tables.members] {
+            assert_eq!(ks.prefix(&prefix).count(), 0);
+        }
+        assert!(
+            tables
+                .activity
+                .get(room_key(&group, &room))
+                .expect("get")
+                .is_none()
+        );
+        assert!(tables.chat_list(&alice, &group).expect("list").is_empty());
+    }
+
+    #[test]
+    fn duplicates_and_edits_within_one_batch_see_the_batch() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tables = Tables::open(dir.path()).expect("open");
+        let (group, room, alice) = ids();
+        one_batch(&tables, vec![create_op(&group, &room, &alice)]);
+        let first = message(10, &alice, "hello", Some("c"));
+        let (a, mut rx_a) = append_op(&group, &room, vec![first.clone()]);
+        let (b, mut rx_b) = append_op(&group, &room, vec![message(11, &alice, "again", Some("c"))]);
+        let (done, _) = oneshot::channel();
+        let edited = StoredMessage {
+            text: Some("hello, edited".into()),
+            edited: Some(5),
+            ..first.clone()
+        };
+        let edit = WriteOp::Update {
+            group: group.clone(),
+            room: room.clone(),
+            msg: edited.clone(),
+            done,
+        };
+        one_batch(&tables, vec![a, b, edit]);
+        assert_eq!(
+            rx_a.try_recv().ok().and_then(Result::ok),
+            Some(vec![AppendOutcome::Stored])
+        );
+        assert_eq!(
+            rx_b.try_recv().ok().and_then(Result::ok),
+            Some(vec![AppendOutcome::Duplicate(first)])
+        );
+        let list = tables.chat_list(&alice, &group).expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].last.as_ref(), Some(&edited));
+        assert_eq!((list[0].members, list[0].unread), (1, 10));
+        let page = tables
+            .messages_before(&room_key(&group, &room), None, 10)
+            .expect("page");
+        assert_eq!(page.msgs, vec![edited]);
+    }
+
+    #[test]
+    fn an_older_message_appended_late_does_not_become_the_last() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tables = Tables::open(dir.path()).expect("open");
+        let (group, room, alice) = ids();
+        one_batch(&tables, vec![create_op(&group, &room, &alice)]);
+        let (a, _) = append_op(&group, &room, vec![message(20, &alice, "new", None)]);
+        one_batch(&tables, vec![a]);
+        let (b, _) = append_op(&group, &room, vec![message(15, &alice, "late", None)]);
+        one_batch(&tables, vec![b]);
+        let list = tables.chat_list(&alice, &group).expect("list");
+        assert_eq!(list[0].last.as_ref().map(|m| m.id), Some(20));
+    }
+
+    /// Records written by earlier versions (named MessagePack) are read, and rewritten in the
+    /// new layout when they change.
+    #[tokio::test]
+    async fn a_data_directory_in_the_older_format_keeps_working() {
+        #[derive(serde::Serialize)]
+        struct LegacyActivity {
+            members: u32,
+            last: Option<StoredMessage>,
+        }
+        #[derive(serde::Serialize)]
+        struct LegacyIdem {
+            id: MessageId,
+            ts: i64,
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let (group, room, alice) = ids();
+        let t = &store.tables;
+        let old = message(7, &alice, "from before", Some("c-old"));
+        let put = |ks: &Keyspace, k: Vec<u8>, v: Vec<u8>| ks.insert(k, v).expect("insert");
+        fn named<T: serde::Serialize>(value: &T) -> Vec<u8> {
+            rmp_serde::to_vec_named(value).expect("encode")
+        }
+        put(
+            &t.rooms,
+            room_key(&group, &room),
+            named(&record(&group, &room, &alice)),
+        );
+        put(
+            &t.user_rooms,
+            user_room_key(&alice, &group, &room),
+            named(&record(&group, &room, &alice)),
+        );
+        put(
+            &t.members,
+            member_key(&group, &room, &alice),
+            named(&member(&alice)),
+        );
+        put(&t.messages, message_key(&group, &room, 7), named(&old));
+        put(
+            &t.activity,
+            room_key(&group, &room),
+            named(&LegacyActivity {
+                members: 1,
+                last: Some(old.clone()),
+            }),
+        );
+        put(
+            &t.idem,
+            idem_key(&group, &room, &alice, "c-old"),
+            named(&LegacyIdem { id: 7, ts: old.ts }),
+        );
+        let list = store.chat_list(&alice, &group).await.expect("list");
+        assert_eq!(list[0].last.as_ref(), Some(&old));
+        let dup = store
+            .append_message(&group, &room, message(8, &alice, "retry", Some("c-old")))
+            .await
+            .expect("dup");
+        assert_eq!(dup, AppendOutcome::Duplicate(old.clone()));
+        let new = message(9, &alice, "new", Some("c-new"));
+        store
+            .append_message(&group, &room, new.clone())
+            .await
+            .expect("append");
+        let list = store.chat_list(&alice, &group).await.expect("list");
+        assert_eq!((list[0].members, list[0].last.as_ref()), (1, Some(&new)));
+        let activity = t
+            .activity
+            .get(room_key(&group, &room))
+            .expect("get")
+            .expect("row");
+        assert_eq!(activity[0], codec::MARKER);
+        let page = store
+            .messages_before(&group, &room, None, 10)
+            .await
+            .expect("page");
+        assert_eq!(page.msgs, vec![old, new]);
+        store.close().await.expect("close");
     }
 }

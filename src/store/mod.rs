@@ -259,6 +259,19 @@ pub trait Store: Send + Sync + 'static {
         msg: StoredMessage,
     ) -> StoreResult<AppendOutcome>;
 
+    /// Appends many messages of one room, as [`Store::append_message`] would one after the
+    /// other, and answers their outcomes in the same order. A `cmid` repeated within `msgs`
+    /// makes the later message a duplicate of the earlier one. `Ok` means every stored message
+    /// is durable. On `Err` none of them may be acknowledged: the embedded store wrote none of
+    /// them, ScyllaDB may have written some, so a retry must reuse the same `cmid`s. The
+    /// embedded store applies them as one write of one group commit.
+    async fn append_messages(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        msgs: Vec<StoredMessage>,
+    ) -> StoreResult<Vec<AppendOutcome>>;
+
     /// Replaces a stored message (edit or tombstone). A tombstone is never overwritten by a
     /// later non-deleted version: deletion wins.
     async fn update_message(

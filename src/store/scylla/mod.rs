@@ -1010,6 +1010,59 @@ impl Store for ScyllaStore {
         Ok(AppendOutcome::Stored)
     }
 
+    async fn append_messages(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        msgs: Vec<StoredMessage>,
+    ) -> StoreResult<Vec<AppendOutcome>> {
+        self.check_open()?;
+        // A cmid repeated within the call is answered from its first occurrence; the others
+        // are appended concurrently (their keys differ, so they cannot race each other), at
+        // most CONCURRENCY at once, and answered in order.
+        let mut first_of: HashMap<(&UserId, &str), usize> = HashMap::new();
+        let mut earlier: Vec<Option<usize>> = Vec::with_capacity(msgs.len());
+        for (i, msg) in msgs.iter().enumerate() {
+            let first =
+                msg.cmid
+                    .as_deref()
+                    .and_then(|cmid| match first_of.entry((&msg.from, cmid)) {
+                        std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(i);
+                            None
+                        }
+                    });
+            earlier.push(first);
+        }
+        let own: Vec<StoredMessage> = msgs
+            .iter()
+            .zip(&earlier)
+            .filter(|(_, first)| first.is_none())
+            .map(|(msg, _)| msg.clone())
+            .collect();
+        let results: Vec<StoreResult<AppendOutcome>> = stream::iter(own)
+            .map(|msg| self.append_message(group, room, msg))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut results = results.into_iter();
+        let mut out: Vec<AppendOutcome> = Vec::with_capacity(msgs.len());
+        for first in &earlier {
+            let outcome = match first {
+                None => results
+                    .next()
+                    .ok_or_else(|| StoreError::Unavailable("an append went unanswered".into()))??,
+                Some(j) => match &out[*j] {
+                    AppendOutcome::Stored => AppendOutcome::Duplicate(msgs[*j].clone()),
+                    duplicate => duplicate.clone(),
+                },
+            };
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
     async fn update_message(
         &self,
         group: &GroupId,
