@@ -282,6 +282,19 @@ test('two users chat in the page: send, read counts, images, reconnect', { timeo
       [...document.querySelectorAll('#messages img.media-img')].some((i) => i.complete && i.naturalWidth > 0),
     );
 
+    step = 'bob sends a file and alice gets a download link with its name and size';
+    await bob.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('minutes of the meeting\n') });
+    const link = message(alice, 'notes.txt').locator('a.media-file');
+    await link.waitFor();
+    assert.match(await link.textContent(), /notes\.txt \(23 B\)/);
+    const download = await alice.evaluate(async (href) => {
+      const res = await fetch(href);
+      return { status: res.status, disposition: res.headers.get('content-disposition'), body: await res.text() };
+    }, await link.getAttribute('href'));
+    assert.equal(download.status, 200);
+    assert.match(download.disposition || '', /attachment/);
+    assert.equal(download.body, 'minutes of the meeting\n');
+
     step = 'bob\'s connection is cut; alice sends meanwhile; her message counts one unread';
     proxy.cut();
     await bob.locator('#conn[data-state="offline"]').waitFor();
