@@ -346,8 +346,9 @@ impl RoomActor {
         OutMessage { msg, unread }
     }
 
-    /// Moves a member's cursor forward; returns the old cursor when it moved.
-    fn advance_cursor(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
+    /// Moves a member's own cursor forward (not the sorted `cursors`) and marks it for the next
+    /// flush; returns the old cursor when it moved.
+    fn move_member(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
         let member = self.members.get_mut(user)?;
         if to <= member.cursor {
             return None;
@@ -355,8 +356,14 @@ impl RoomActor {
         let from = member.cursor;
         member.cursor = to;
         member.cursor_seq = member.cursor_seq.max(to_seq);
-        self.cursors.replace(from, to);
         self.dirty.insert(user.clone());
+        Some(from)
+    }
+
+    /// Moves a member's cursor forward; returns the old cursor when it moved.
+    fn advance_cursor(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
+        let from = self.move_member(user, to, to_seq)?;
+        self.cursors.replace(from, to);
         Some(from)
     }
 
@@ -368,19 +375,10 @@ impl RoomActor {
         to: MessageId,
         to_seq: u64,
     ) -> Vec<(UserId, MessageId)> {
-        let mut moved = Vec::new();
-        for user in users {
-            let Some(member) = self.members.get_mut(user) else {
-                continue;
-            };
-            if to <= member.cursor {
-                continue;
-            }
-            moved.push((user.clone(), member.cursor));
-            member.cursor = to;
-            member.cursor_seq = member.cursor_seq.max(to_seq);
-            self.dirty.insert(user.clone());
-        }
+        let moved: Vec<(UserId, MessageId)> = users
+            .iter()
+            .filter_map(|user| Some((user.clone(), self.move_member(user, to, to_seq)?)))
+            .collect();
         self.cursors
             .advance_to_newest(moved.iter().map(|(_, from)| *from).collect(), to);
         moved

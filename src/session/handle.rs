@@ -133,7 +133,6 @@ impl std::fmt::Debug for SessionHandle {
 /// The reading side, owned by the connection's writer.
 pub struct Outbound {
     handle: SessionHandle,
-    pub overflow: OverflowWatch,
     /// Takes frames without waiting (for code that drains the queue by hand).
     pub rx: Receiver,
 }
@@ -149,25 +148,6 @@ impl Receiver {
     /// The next queued frame, if any.
     pub fn try_recv(&mut self) -> Result<Bytes, Empty> {
         self.0.pop().ok_or(Empty)
-    }
-}
-
-/// Tells a connection's task that its queue overflowed.
-pub struct OverflowWatch(SessionHandle);
-
-impl OverflowWatch {
-    /// Resolves once the queue has overflowed (a WebSocket closes with 4008) or a room the
-    /// connection was present in was lost: either way the connection must end, and the client
-    /// recovers what it missed when it reconnects.
-    pub async fn overflowed(&self) {
-        let inner = &self.0.inner;
-        loop {
-            let notified = inner.signal.notified();
-            if inner.overflowed.load(Ordering::Acquire) || inner.room_lost.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -189,7 +169,6 @@ impl SessionHandle {
         };
         let outbound = Outbound {
             handle: handle.clone(),
-            overflow: OverflowWatch(handle.clone()),
             rx: Receiver(handle.clone()),
         };
         (handle, outbound)
@@ -488,12 +467,10 @@ mod tests {
         assert!(handle.send(&frame));
         assert!(handle.send(&frame));
         assert!(!handle.send(&frame));
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            outbound.overflow.overflowed(),
-        )
-        .await
-        .expect("overflow is signalled");
+        let trouble = tokio::time::timeout(std::time::Duration::from_secs(1), handle.trouble())
+            .await
+            .expect("overflow is signalled");
+        assert_eq!(trouble, Trouble::Overflowed);
         assert!(outbound.recv().await.is_some());
         assert!(outbound.rx.try_recv().is_ok());
         assert_eq!(outbound.rx.try_recv(), Err(Empty));

@@ -217,7 +217,8 @@ pub async fn events(
         tokio::select! {
             biased;
             _ = st.shutdown.cancelled() => None,
-            _ = st.outbound.overflow.overflowed() => None,
+            // Overflow or a lost room (the writer is this stream, so never gone while it runs).
+            _ = st.outbound.handle().trouble() => None,
             _ = tokio::time::sleep_until(st.expiry) => None,
             item = st.outbound.recv() => item.map(|bytes| (Ok(bytes), st)),
             _ = st.heartbeat.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
