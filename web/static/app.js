@@ -567,9 +567,15 @@
     s.scrollTop = s.scrollHeight;
   }
 
-  function onMsg(f) {
+  // The open room, when an event is about it; null otherwise.
+  function openRoomOf(f) {
     const room = S.room;
-    if (!room || f.group !== S.group || f.room !== room.id) return;
+    return room && f.group === S.group && f.room === room.id ? room : null;
+  }
+
+  function onMsg(f) {
+    const room = openRoomOf(f);
+    if (!room) return;
     const stick = nearBottom() || f.from === S.me;
     addMessages(room, [f]);
     // The chat list gets no `room` events for the open room: keep its line current here.
@@ -585,8 +591,8 @@
   }
 
   function onReceipt(f) {
-    const room = S.room;
-    if (!room || f.group !== S.group || f.room !== room.id) return;
+    const room = openRoomOf(f);
+    if (!room) return;
     const from = id(f.from);
     const to = id(f.to);
     if (f.user === S.me && room.skipReceipt && room.skipReceipt.from === from) {
@@ -607,8 +613,8 @@
   }
 
   function onPresence(f) {
-    const room = S.room;
-    if (!room || f.group !== S.group || f.room !== room.id) return;
+    const room = openRoomOf(f);
+    if (!room) return;
     if (f.present) room.present.add(f.user);
     else room.present.delete(f.user);
     renderPresence();
@@ -623,8 +629,8 @@
   }
 
   function onTyping(f) {
-    const room = S.room;
-    if (!room || f.group !== S.group || f.room !== room.id || f.user === S.me) return;
+    const room = openRoomOf(f);
+    if (!room || f.user === S.me) return;
     clearTimeout(room.typing.get(f.user));
     room.typing.set(f.user, setTimeout(() => clearTypist(room, f.user), 3000));
     renderTyping(room);
@@ -641,8 +647,8 @@
   }
 
   function onEdited(f) {
-    const room = S.room;
-    if (!room || f.group !== S.group || f.room !== room.id) return;
+    const room = openRoomOf(f);
+    if (!room) return;
     const m = room.msgs.get(String(id(f.id)));
     if (!m) return;
     m.text = f.text;
@@ -651,8 +657,8 @@
   }
 
   function onDeleted(f) {
-    const room = S.room;
-    if (!room || f.group !== S.group || f.room !== room.id) return;
+    const room = openRoomOf(f);
+    if (!room) return;
     const m = room.msgs.get(String(id(f.id)));
     if (!m) return;
     m.deleted = true;
