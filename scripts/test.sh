@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# The integration tests start the real binary; build it first so no test times out on a build.
-cargo build --locked --bins
+# Build every test binary (and, for the integration tests, the node binary) first, so no test
+# times out on a build. This is the same build nextest asks for below, so nothing is compiled
+# twice: a separate `cargo build` would resolve features without the dev-dependencies and build
+# a second copy of half the dependency tree.
+cargo test --locked --workspace --no-run
 
 # S3 for the media tests: moto's S3 server on a free loopback port (scripts/s3_test_server.py adds
 # the expiry of presigned URLs, which moto does not check), named in CHATNODE_TEST_S3; each test
