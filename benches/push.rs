@@ -10,6 +10,12 @@
 //! Not a criterion bench: it reports percentiles and a rate, which criterion does not. Run with
 //! `cargo bench --bench push`; `PUSH_BENCH_RECIPIENTS`, `PUSH_BENCH_RATE` (messages per second)
 //! and `PUSH_BENCH_SECONDS` change the shape.
+//!
+//! `PUSH_BENCH_CPUS=a,b` splits the process over two CPUs, the way the load tests split node and
+//! harness: the room side (the posting thread, the store and its writer, the room's arbiter) on
+//! CPU `a`, the push side (the push actor's thread, its HTTP client and the FCM mock, which
+//! stands in for a remote service) on CPU `b`. Threads inherit the affinity of the thread that
+//! starts them, so each side is started while the main thread is pinned to its CPU.
 
 #[path = "../tests/node/fcm_mock.rs"]
 mod fcm_mock;
@@ -44,6 +50,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[at.min(sorted.len() - 1)]
 }
 
+/// `PUSH_BENCH_CPUS=a,b`: the room side's CPU and the push side's.
+fn split_cpus() -> Option<(usize, usize)> {
+    let value = std::env::var("PUSH_BENCH_CPUS").ok()?;
+    let (a, b) = value.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Pins the calling thread (and so every thread it starts from now on) to one CPU.
+fn pin_current(cpu: Option<usize>) {
+    let Some(cpu) = cpu else {
+        return;
+    };
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu index in range");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -64,10 +87,17 @@ fn main() {
         tempfile::tempdir().expect("temp dir")
     };
     let key_dir = tempfile::tempdir().expect("temp dir");
+    let cpus = split_cpus();
+    let (room_cpu, push_cpu) = (cpus.map(|c| c.0), cpus.map(|c| c.1));
+    if let Some((a, b)) = cpus {
+        println!("room side on CPU {a}, push side (push thread, HTTP client, FCM mock) on CPU {b}");
+    }
+    pin_current(push_cpu);
     // FCM is remote in production: its stand-in runs at the lowest priority unless asked not to.
     let low = std::env::var("PUSH_BENCH_MOCK_NORMAL").is_err();
     let mock = fcm_mock::FcmMock::start_with("bench-project", 3600, low);
     let key = mock.write_key_file(key_dir.path());
+    pin_current(room_cpu);
     let system = actix::System::new();
     system.block_on(async move {
         let store: SharedStore =
@@ -107,7 +137,9 @@ fn main() {
             max_rate: 0,
             ..PushSettings::default()
         };
+        pin_current(push_cpu);
         let push = chatnode::push::start(&fast, store.clone()).expect("push");
+        pin_current(room_cpu);
         let room = RoomId::parse("throughput").expect("id");
         let mut rates = Vec::new();
         for round in 0..3u64 {
@@ -154,7 +186,9 @@ fn main() {
             max_rate: env_or("PUSH_BENCH_MAX_RATE", 10_000) as u32,
             ..PushSettings::default()
         };
+        pin_current(push_cpu);
         let push_on = chatnode::push::start(&normal, store.clone()).expect("push");
+        pin_current(room_cpu);
         let sender = UserId::parse("sender").expect("id");
         for (label, handle) in [
             ("off", PushHandle::disabled()),

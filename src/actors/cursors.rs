@@ -52,6 +52,18 @@ impl Cursors {
             return;
         }
         froms.sort_unstable();
+        // The usual case: the movers were caught up, at the highest cursors (often all at the
+        // previous newest message), so they are exactly the vector's tail: O(movers).
+        let k = froms.len();
+        if k <= self.sorted.len() && self.sorted[self.sorted.len() - k..] == froms[..] {
+            let newest = self.sorted.last().is_none_or(|last| *last <= to);
+            if newest {
+                let keep = self.sorted.len() - k;
+                self.sorted.truncate(keep);
+                self.sorted.extend(std::iter::repeat_n(to, k));
+                return;
+            }
+        }
         let mut next = 0;
         let mut removed = 0;
         // Both are sorted: drop one occurrence of each value of `froms` in a single pass.
@@ -126,7 +138,15 @@ mod tests {
             } else {
                 100 + rand(10)
             };
-            let movers: Vec<usize> = (0..members).filter(|_| rand(3) > 0).collect();
+            let movers: Vec<usize> = if round % 3 == 1 {
+                // The members at the highest cursors (caught up, present): the tail path.
+                let mut by_cursor: Vec<usize> = (0..members).collect();
+                by_cursor.sort_by_key(|&i| model[i]);
+                let k = 1 + rand(members as u64) as usize;
+                by_cursor[members - k..].to_vec()
+            } else {
+                (0..members).filter(|_| rand(3) > 0).collect()
+            };
             let froms: Vec<MessageId> = movers
                 .iter()
                 .map(|&i| model[i])
@@ -147,6 +167,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn caught_up_movers_and_others_both_count_right() {
+        let mut c = Cursors::new(vec![3, 10, 10, 5, 10]);
+        // The three caught up at 10 are the tail: they move to 11.
+        c.advance_to_newest(vec![10, 10, 10], 11);
+        assert_eq!(
+            (c.unread(5), c.unread(6), c.unread(11), c.unread(12)),
+            (1, 2, 2, 5)
+        );
+        // 3 and one 11 are not the tail [11, 11]: the general pass.
+        c.advance_to_newest(vec![11, 3], 12);
+        assert_eq!(
+            (c.unread(5), c.unread(6), c.unread(12), c.unread(13)),
+            (0, 1, 3, 5)
+        );
+        // One of two members at 12 moves: its value is the tail, whichever of the two it was.
+        c.advance_to_newest(vec![12], 13);
+        assert_eq!((c.unread(12), c.unread(13), c.unread(14)), (3, 4, 5));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! It owns the member list with every member's read cursor (also kept as a sorted vector, so a
 //! message's unread count is one binary search), who is present (user → connections), the
 //! latest messages, and the recent `cmid`s. It stamps each new message with a snowflake id,
-//! hands it to the store, and only when the store says it is durable replies `sent`, encodes the
+//! hands it to the store (every message stamped in one wake-up of the actor goes as one
+//! [`Store::append_messages`](crate::store::Store::append_messages) call, so a busy room pays
+//! one store round trip per batch, not per message), and only when the store says it is durable
+//! replies `sent`, encodes the
 //! `msg` frame **once** and queues the same bytes for every present connection. Durable
 //! completions may arrive out of order (ScyllaDB); the pending queue releases messages strictly
 //! in id order.
@@ -12,7 +15,7 @@
 //! the room is deleted, at shutdown, or when its group dies (then the restarted group reloads
 //! it from the store).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +37,12 @@ use crate::store::{
     AppendOutcome, LoadedRoom, MediaRecord, MemberRecord, RoomKind, RoomRecord, StoreError,
     StoredMessage,
 };
+
+/// The room's maps are keyed by ids it hashes on every message (members, presence, the dirty
+/// cursors): foldhash, seeded per map, is several times faster than std's SipHash on short
+/// keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// At most one `typing` per user and room is forwarded in this interval (§3.1).
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
@@ -243,6 +252,9 @@ pub struct RoomActor {
     last_seq: u64,
     next_seq: u64,
     pending: VecDeque<Pending>,
+    /// Stamped messages not yet handed to the store: they go together, as one
+    /// `append_messages` call, once the actor has handled what its mailbox holds.
+    to_store: Vec<StoredMessage>,
     /// Media messages whose media record is being looked up, by lookup number. They are
     /// stamped when the lookup returns, so ids stay in the order the room stamps them.
     media_lookups: HashMap<u64, PostMessage>,
@@ -255,11 +267,34 @@ pub struct RoomActor {
     /// Waiting for the pending queue to empty before a drain completes.
     drained: Vec<tokio::sync::oneshot::Sender<()>>,
     /// When and for whose message the last full list of absent members went to push, while
-    /// nobody in the group was subscribed. Within a push window, a next message by the same
-    /// sender with nothing changed meanwhile (`push_stale`) only says "one more" (O(1)).
+    /// nobody in the group was subscribed. For [`crate::push::list_reuse`] after it, a next
+    /// message by the same sender with nothing changed meanwhile (`push_stale`) only says
+    /// "one more" (O(1)).
     push_full: Option<(Instant, UserId)>,
     /// Presence, membership or a cursor moved since `push_full`.
     push_stale: bool,
+}
+
+/// Moves a member's cursor forward to `to` and marks it for saving; returns the old cursor
+/// when it moved. A free function so callers can hold other fields of the room meanwhile.
+fn move_cursor(
+    members: &mut HashMap<UserId, Member>,
+    dirty: &mut HashSet<UserId>,
+    user: &UserId,
+    to: MessageId,
+    to_seq: u64,
+) -> Option<MessageId> {
+    let member = members.get_mut(user)?;
+    if to <= member.cursor {
+        return None;
+    }
+    let from = member.cursor;
+    member.cursor = to;
+    member.cursor_seq = member.cursor_seq.max(to_seq);
+    if !dirty.contains(user) {
+        dirty.insert(user.clone());
+    }
+    Some(from)
 }
 
 /// What a group passes to start a room.
@@ -286,7 +321,8 @@ impl RoomActor {
         let cache_complete = loaded.recent.len() < cache_cap;
         let (last_id, last_seq) = loaded.recent.last().map_or((0, 0), |m| (m.id, m.seq));
         deps.snowflake.observe(last_id);
-        let mut members = HashMap::with_capacity(loaded.members.len());
+        let mut members =
+            HashMap::with_capacity_and_hasher(loaded.members.len(), Default::default());
         let mut cursors = Vec::with_capacity(loaded.members.len());
         for m in loaded.members {
             cursors.push(m.cursor);
@@ -310,20 +346,21 @@ impl RoomActor {
             group_subscribers,
             members,
             cursors,
-            dirty: HashSet::new(),
-            sessions: HashMap::new(),
-            present: HashMap::new(),
+            dirty: HashSet::default(),
+            sessions: HashMap::default(),
+            present: HashMap::default(),
             cache: loaded.recent.into(),
             cache_complete,
             last_id,
             last_seq,
             next_seq: last_seq,
             pending: VecDeque::new(),
-            media_lookups: HashMap::new(),
+            to_store: Vec::new(),
+            media_lookups: HashMap::default(),
             next_lookup: 0,
-            cmids: HashMap::new(),
+            cmids: HashMap::default(),
             cmid_order: VecDeque::new(),
-            typing: HashMap::new(),
+            typing: HashMap::default(),
             last_activity: Instant::now(),
             closing: false,
             drained: Vec::new(),
@@ -349,15 +386,7 @@ impl RoomActor {
     /// Moves a member's own cursor forward (not the sorted `cursors`) and marks it for the next
     /// flush; returns the old cursor when it moved.
     fn move_member(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
-        let member = self.members.get_mut(user)?;
-        if to <= member.cursor {
-            return None;
-        }
-        let from = member.cursor;
-        member.cursor = to;
-        member.cursor_seq = member.cursor_seq.max(to_seq);
-        self.dirty.insert(user.clone());
-        Some(from)
+        move_cursor(&mut self.members, &mut self.dirty, user, to, to_seq)
     }
 
     /// Moves a member's cursor forward; returns the old cursor when it moved.
@@ -367,21 +396,41 @@ impl RoomActor {
         Some(from)
     }
 
-    /// Moves the cursors of `users` to the room's newest message `to` (a message just stored),
-    /// all in one pass over the sorted cursors; returns who moved and from where.
-    fn advance_to_newest(
+    /// Moves the cursors of everyone present and of `sender` to the room's newest message `to`
+    /// (a message just stored), all in one pass over the sorted cursors. Returns those whose
+    /// cursor was below `caught_up` (they skipped unread messages), with where they were.
+    fn advance_readers_to_newest(
         &mut self,
-        users: &[UserId],
+        sender: &UserId,
         to: MessageId,
         to_seq: u64,
+        caught_up: MessageId,
     ) -> Vec<(UserId, MessageId)> {
-        let moved: Vec<(UserId, MessageId)> = users
-            .iter()
-            .filter_map(|user| Some((user.clone(), self.move_member(user, to, to_seq)?)))
-            .collect();
-        self.cursors
-            .advance_to_newest(moved.iter().map(|(_, from)| *from).collect(), to);
-        moved
+        let Self {
+            present,
+            members,
+            dirty,
+            cursors,
+            ..
+        } = self;
+        let mut froms = Vec::with_capacity(present.len() + 1);
+        let mut behind = Vec::new();
+        let mut advance = |user: &UserId| {
+            if let Some(from) = move_cursor(members, dirty, user, to, to_seq) {
+                froms.push(from);
+                if from < caught_up {
+                    behind.push((user.clone(), from));
+                }
+            }
+        };
+        for user in present.keys() {
+            advance(user);
+        }
+        if !present.contains_key(sender) {
+            advance(sender);
+        }
+        cursors.advance_to_newest(froms, to);
+        behind
     }
 
     fn insert_member(&mut self, user: UserId, cursor: MessageId, cursor_seq: u64) {
@@ -459,14 +508,14 @@ impl RoomActor {
     /// members, and nothing is built when nobody would hear.
     fn notify_absent(&mut self, push: Option<Arc<MessageNote>>) {
         let subscribed = self.group_subscribers.load(Ordering::Relaxed) > 0;
-        let window = Duration::from_millis(self.deps.settings.push.coalesce_ms);
+        let reuse = crate::push::list_reuse(self.deps.settings.push.coalesce_ms);
         if let Some(note) = &push
             && !subscribed
             && !self.push_stale
             && self
                 .push_full
                 .as_ref()
-                .is_some_and(|(at, from)| at.elapsed() < window && *from == note.from)
+                .is_some_and(|(at, from)| at.elapsed() < reuse && *from == note.from)
         {
             // The same members are away as for the last full list: the push actor counts one
             // more message for each of them, and this room does no work per member. Through
@@ -485,12 +534,14 @@ impl RoomActor {
             self.push_full = (!subscribed).then(|| (Instant::now(), note.from.clone()));
             self.push_stale = false;
         }
-        let recipients = self
-            .members
-            .iter()
-            .filter(|(user, _)| !self.present.contains_key(*user))
-            .map(|(user, m)| (user.clone(), self.last_seq.saturating_sub(m.cursor_seq)))
-            .collect();
+        let mut recipients =
+            Vec::with_capacity(self.members.len().saturating_sub(self.present.len()));
+        recipients.extend(
+            self.members
+                .iter()
+                .filter(|(user, _)| !self.present.contains_key(*user))
+                .map(|(user, m)| (user.clone(), self.last_seq.saturating_sub(m.cursor_seq))),
+        );
         self.send_activity(RoomEventKind::Updated, recipients, push);
     }
 
@@ -724,15 +775,9 @@ impl RoomActor {
         metrics::counter!("chatnode_messages_stored_total").increment(1);
         // The sender and everyone present have now read it. A cursor that jumps over older
         // unread messages is announced, so clients can lower those counts.
-        let mut readers: Vec<UserId> = self.present.keys().cloned().collect();
-        if !self.present.contains_key(&msg.from) {
-            readers.push(msg.from.clone());
-        }
-        for (user, from) in self.advance_to_newest(&readers, msg.id, msg.seq) {
-            if from < prev_last {
-                self.send_receipt(&user, from, prev_last);
-                self.push_read(&user, msg.id);
-            }
+        for (user, from) in self.advance_readers_to_newest(&msg.from, msg.id, msg.seq, prev_last) {
+            self.send_receipt(&user, from, prev_last);
+            self.push_read(&user, msg.id);
         }
         let unread = self.unread(msg.id);
         let cmid = msg.cmid.clone().unwrap_or_default();
@@ -1237,20 +1282,77 @@ impl RoomActor {
             responder: msg.responder,
             result: None,
         });
+        // The first message of a wake-up schedules the hand-over. Actix polls spawned futures
+        // only after the handlers of every message waiting in the mailbox have run, so the
+        // messages stamped meanwhile join this one in the same store call.
+        if self.to_store.is_empty() {
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| act.flush_to_store(ctx)));
+        }
+        self.to_store.push(stored);
+    }
+
+    /// Hands the stamped messages to the store as one call; each is released (answered and
+    /// broadcast, in id order) when the call says it is durable.
+    fn flush_to_store(&mut self, ctx: &mut Context<Self>) {
+        let batch = std::mem::take(&mut self.to_store);
+        if batch.is_empty() {
+            return;
+        }
+        let ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
         ctx.spawn(
-            async move { store.append_message(&group, &room, stored).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let at = act.pending.partition_point(|p| p.msg.id < id);
-                    if let Some(p) = act.pending.get_mut(at).filter(|p| p.msg.id == id) {
-                        p.result = Some(result);
+            async move {
+                if batch.len() == 1 {
+                    let mut batch = batch;
+                    match batch.pop() {
+                        Some(one) => store
+                            .append_message(&group, &room, one)
+                            .await
+                            .map(|o| vec![o]),
+                        None => Ok(Vec::new()),
                     }
-                    act.release_pending();
-                    act.maybe_finish_drain(ctx);
-                }),
+                } else {
+                    store.append_messages(&group, &room, batch).await
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                act.on_appended(&ids, result);
+                act.release_pending();
+                act.maybe_finish_drain(ctx);
+            }),
         );
+    }
+
+    /// Files the store's answer for each message of one call with its pending entry.
+    fn on_appended(&mut self, ids: &[MessageId], result: Result<Vec<AppendOutcome>, StoreError>) {
+        let mut outcomes = match result {
+            Ok(outcomes) if outcomes.len() == ids.len() => outcomes.into_iter().map(Ok).collect(),
+            Ok(outcomes) => {
+                // A backend that answers a different number of outcomes is broken: refuse them
+                // all rather than guess which is which.
+                let e = StoreError::Corrupt(format!(
+                    "{} outcomes for {} appended messages",
+                    outcomes.len(),
+                    ids.len()
+                ));
+                vec![Err(e); ids.len()]
+            }
+            Err(e) => vec![Err(e); ids.len()],
+        };
+        // Ids ascend within a call and `pending` is in id order: one forward walk files them.
+        let mut at = 0;
+        for (id, outcome) in ids.iter().zip(outcomes.drain(..)) {
+            at += self
+                .pending
+                .range(at..)
+                .take_while(|p| p.msg.id < *id)
+                .count();
+            if let Some(p) = self.pending.get_mut(at).filter(|p| p.msg.id == *id) {
+                p.result = Some(outcome);
+            }
+        }
     }
 
     /// A drain completes once nothing stamped or being looked up is in flight.

@@ -61,8 +61,8 @@ pub struct NotifyAbsent {
 /// exactly the recipients of the room's last
 /// [`NotifyAbsent`], each with one more unread message per `NotifyMore` since. The room sends
 /// it instead of the full list while nothing changed (same sender, nobody subscribed, no
-/// presence, membership or cursor change) within one window of that list, so a burst in a
-/// large room costs the room O(1) per message.
+/// presence, membership or cursor change) within [`super::list_reuse`] of that list, so the
+/// messages of a large room cost the room O(1) each, not a walk over its members per window.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct NotifyMore {
@@ -174,7 +174,7 @@ pub struct PushActor {
     max_pending: usize,
     concurrency: usize,
     coalescing: HashMap<Key, Coalesced>,
-    /// Each room's last full list (kept one window and a minute).
+    /// Each room's last full list (kept a minute beyond [`super::list_reuse`]).
     lists: HashMap<(GroupId, RoomId), LastList>,
     /// The coalescing entries in the order they fall due (= the order they were created).
     order: VecDeque<(Instant, Key)>,
@@ -557,7 +557,7 @@ impl Actor for PushActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
         let tick = (self.window / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        let keep = self.window + Duration::from_secs(60);
+        let keep = super::list_reuse(self.window.as_millis() as u64) + Duration::from_secs(60);
         ctx.run_interval(tick, move |act, ctx| {
             let now = Instant::now();
             act.release_due(now);

@@ -34,6 +34,18 @@ use crate::ids::{GroupId, MessageId, RoomId, UserId};
 use crate::protocol::MessageKind;
 use crate::store::SharedStore;
 
+/// How long a room's full list of absent members stands for later messages: while nothing
+/// changes in the room (same sender, nobody subscribed, no presence, membership or cursor
+/// change), the room says "one more" ([`PushHandle::more`]) instead of listing its absent
+/// members again, for this long or one coalescing window, whichever is longer. The push actor
+/// keeps each list a minute beyond that, so a lagging mailbox still finds it.
+pub const LIST_REUSE: Duration = Duration::from_secs(60);
+
+/// How long a room may go on saying "one more" after a full list (see [`LIST_REUSE`]).
+pub fn list_reuse(coalesce_ms: u64) -> Duration {
+    Duration::from_millis(coalesce_ms).max(LIST_REUSE)
+}
+
 /// What a push says about a new message (one per message, shared by all its recipients).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageNote {

@@ -17,7 +17,7 @@ use crate::ids::{GroupId, MessageId, RoomId, UserId};
 use crate::protocol::{MediaRef, MessageKind};
 
 /// What can go wrong in a backend. Everything except `Corrupt` means "try again later".
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
