@@ -116,125 +116,70 @@ pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, rmp_serde::decode::Error> {
 }
 
 /// Reads a frame whose values are all scalars or strings; `None` for anything else (a list, a
-/// map, a malformed frame), which serde then reads or refuses.
+/// map, a malformed frame), which serde then reads or refuses. Built on `rmp`'s readers over
+/// a byte slice (which advance the slice); only the strings it returns are checked as UTF-8.
 fn decode_flat(bytes: &[u8]) -> Option<Frame<'_>> {
-    let mut rd = Reader { rest: bytes };
-    let fields = rd.map_len()?;
+    use rmp::decode::{read_bool, read_int, read_map_len};
+    let mut rd = bytes;
+    let fields = read_map_len(&mut rd).ok()?;
     let mut frame = Frame::default();
     let mut has_t = false;
     for _ in 0..fields {
-        match rd.str_bytes()? {
+        match take_str_bytes(&mut rd)? {
             b"t" => {
-                frame.t = rd.str()?;
+                frame.t = take_str(&mut rd)?;
                 has_t = true;
             }
-            b"r" => frame.r = Some(u32::try_from(rd.uint()?).ok()?),
-            b"id" => frame.id = Some(rd.uint()?),
-            b"room" => frame.room = Some(rd.str()?),
-            b"text" => frame.text = Some(rd.str()?),
-            b"code" => frame.code = Some(rd.str()?),
-            b"message" => frame.message = Some(rd.str()?),
-            b"more" => frame.more = Some(rd.bool()?),
-            _ => rd.skip_scalar()?,
+            b"r" => frame.r = Some(read_int(&mut rd).ok()?),
+            b"id" => frame.id = Some(read_int(&mut rd).ok()?),
+            b"room" => frame.room = Some(take_str(&mut rd)?),
+            b"text" => frame.text = Some(take_str(&mut rd)?),
+            b"code" => frame.code = Some(take_str(&mut rd)?),
+            b"message" => frame.message = Some(take_str(&mut rd)?),
+            b"more" => frame.more = Some(read_bool(&mut rd).ok()?),
+            _ => skip_scalar(&mut rd)?,
         }
     }
-    (has_t && rd.rest.is_empty()).then_some(frame)
+    (has_t && rd.is_empty()).then_some(frame)
 }
 
-/// A cursor over MessagePack bytes, for [`decode_flat`].
-struct Reader<'a> {
-    rest: &'a [u8],
+/// Takes `n` bytes off the front of `rd`.
+fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if rd.len() < n {
+        return None;
+    }
+    let (head, tail) = rd.split_at(n);
+    *rd = tail;
+    Some(head)
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.rest.len() < n {
-            return None;
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Some(head)
-    }
+/// A string's bytes, borrowed and not checked.
+fn take_str_bytes<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = rmp::decode::read_str_len(rd).ok()?;
+    take(rd, usize::try_from(len).ok()?)
+}
 
-    fn byte(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
+fn take_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(take_str_bytes(rd)?).ok()
+}
 
-    /// A big-endian unsigned integer of `n` bytes (1, 2, 4 or 8).
-    fn be(&mut self, n: usize) -> Option<u64> {
-        Some(
-            self.take(n)?
-                .iter()
-                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
-        )
-    }
-
-    fn map_len(&mut self) -> Option<u64> {
-        match rmp::Marker::from_u8(self.byte()?) {
-            rmp::Marker::FixMap(n) => Some(u64::from(n)),
-            rmp::Marker::Map16 => self.be(2),
-            rmp::Marker::Map32 => self.be(4),
-            _ => None,
-        }
-    }
-
-    /// The length of a string whose marker comes next.
-    fn str_len(&mut self) -> Option<usize> {
-        let len = match rmp::Marker::from_u8(self.byte()?) {
-            rmp::Marker::FixStr(n) => u64::from(n),
-            rmp::Marker::Str8 => self.be(1)?,
-            rmp::Marker::Str16 => self.be(2)?,
-            rmp::Marker::Str32 => self.be(4)?,
-            _ => return None,
-        };
-        usize::try_from(len).ok()
-    }
-
-    fn str_bytes(&mut self) -> Option<&'a [u8]> {
-        let len = self.str_len()?;
-        self.take(len)
-    }
-
-    fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.str_bytes()?).ok()
-    }
-
-    fn uint(&mut self) -> Option<u64> {
-        match rmp::Marker::from_u8(self.byte()?) {
-            rmp::Marker::FixPos(n) => Some(u64::from(n)),
-            rmp::Marker::U8 => self.be(1),
-            rmp::Marker::U16 => self.be(2),
-            rmp::Marker::U32 => self.be(4),
-            rmp::Marker::U64 => self.be(8),
-            _ => None,
-        }
-    }
-
-    fn bool(&mut self) -> Option<bool> {
-        match rmp::Marker::from_u8(self.byte()?) {
-            rmp::Marker::True => Some(true),
-            rmp::Marker::False => Some(false),
-            _ => None,
-        }
-    }
-
-    /// Skips one value that is not a list or a map (`None` for those).
-    fn skip_scalar(&mut self) -> Option<()> {
-        use rmp::Marker as M;
-        let skip = match M::from_u8(self.byte()?) {
-            M::FixPos(_) | M::FixNeg(_) | M::Null | M::True | M::False => 0,
-            M::U8 | M::I8 => 1,
-            M::U16 | M::I16 => 2,
-            M::U32 | M::I32 | M::F32 => 4,
-            M::U64 | M::I64 | M::F64 => 8,
-            M::FixStr(n) => usize::from(n),
-            M::Str8 | M::Bin8 => usize::try_from(self.be(1)?).ok()?,
-            M::Str16 | M::Bin16 => usize::try_from(self.be(2)?).ok()?,
-            M::Str32 | M::Bin32 => usize::try_from(self.be(4)?).ok()?,
-            _ => return None,
-        };
-        self.take(skip).map(|_| ())
-    }
+/// Skips one value that is not a list or a map (`None` for those).
+fn skip_scalar(rd: &mut &[u8]) -> Option<()> {
+    use rmp::Marker as M;
+    use rmp::decode::RmpRead;
+    let len = match rmp::decode::read_marker(rd).ok()? {
+        M::FixPos(_) | M::FixNeg(_) | M::Null | M::True | M::False => 0,
+        M::U8 | M::I8 => 1,
+        M::U16 | M::I16 => 2,
+        M::U32 | M::I32 | M::F32 => 4,
+        M::U64 | M::I64 | M::F64 => 8,
+        M::FixStr(n) => u32::from(n),
+        M::Str8 | M::Bin8 => u32::from(rd.read_data_u8().ok()?),
+        M::Str16 | M::Bin16 => u32::from(rd.read_data_u16().ok()?),
+        M::Str32 | M::Bin32 => rd.read_data_u32().ok()?,
+        _ => return None,
+    };
+    take(rd, usize::try_from(len).ok()?).map(|_| ())
 }
 
 #[cfg(test)]
