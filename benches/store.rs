@@ -12,10 +12,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use chatnode::ids::{GroupId, RoomId, UserId, now_ms};
 use chatnode::protocol::MessageKind;
+use chatnode::store::conformance::{member, record};
 use chatnode::store::embedded::EmbeddedStore;
 use chatnode::store::{MemberRecord, RoomKind, RoomRecord, Store, StoredMessage};
 
 const ROOMS: usize = 100;
+/// Messages per timed burst of appends.
+const BURST: u64 = 10_000;
 const TEXT: usize = 120;
 
 fn message(id: u64, seq: u64, from: &UserId) -> StoredMessage {
@@ -38,29 +41,44 @@ async fn setup(store: &EmbeddedStore, group: &GroupId, user: &UserId) -> Vec<Roo
     for r in 0..ROOMS {
         let room = RoomId::parse(&format!("room{r}")).expect("id");
         store
-            .create_room(
-                RoomRecord {
-                    group: group.clone(),
-                    room: room.clone(),
-                    title: "bench".into(),
-                    kind: RoomKind::Group,
-                    owner: user.clone(),
-                    max: None,
-                    password_hash: None,
-                    created: now_ms(),
-                },
-                vec![MemberRecord {
-                    user: user.clone(),
-                    cursor: 0,
-                    cursor_seq: 0,
-                    joined: now_ms(),
-                }],
-            )
+            .create_room(record(group, &room, user), vec![member(user)])
             .await
             .expect("create");
         rooms.push(room);
     }
     rooms
+}
+
+/// Times `iters` bursts of [`BURST`] messages for criterion and keeps each burst's rate in
+/// `rates`. `burst` starts one burst's writes and returns what waits for all of them.
+fn timed_bursts<W: Future<Output = ()>>(
+    runtime: &tokio::runtime::Runtime,
+    iters: u64,
+    rates: &mut Vec<f64>,
+    mut burst: impl FnMut() -> W,
+) -> Duration {
+    runtime.block_on(async {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            burst().await;
+            let elapsed = start.elapsed();
+            rates.push(BURST as f64 / elapsed.as_secs_f64());
+            total += elapsed;
+        }
+        total
+    })
+}
+
+/// Prints the median of `rates`, as `what: median N messages/s over M bursts of BURST{how}`.
+fn print_median(rates: &mut [f64], what: &str, how: &str) {
+    rates.sort_by(f64::total_cmp);
+    if let Some(median) = rates.get(rates.len() / 2) {
+        println!(
+            "{what}: median {median:.0} messages/s over {} bursts of {BURST}{how}",
+            rates.len()
+        );
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -82,46 +100,33 @@ fn store_benches(c: &mut Criterion) {
     let mut next_id = 1u64;
 
     // 10,000 concurrent durable appends across 100 rooms: one batch of the node's work.
-    const BURST: u64 = 10_000;
     let mut rates = Vec::new();
     c.bench_function("durable append, 10k concurrent over 100 rooms", |b| {
         b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut tasks = Vec::with_capacity(BURST as usize);
-                    for i in 0..BURST {
+            timed_bursts(&runtime, iters, &mut rates, || {
+                let tasks: Vec<_> = (0..BURST)
+                    .map(|i| {
                         let store = store.clone();
                         let room = rooms[(i as usize) % ROOMS].clone();
                         let (group, user) = (group.clone(), user.clone());
                         let id = next_id;
                         next_id += 1;
-                        tasks.push(tokio::spawn(async move {
+                        tokio::spawn(async move {
                             store
                                 .append_message(&group, &room, message(id, id, &user))
                                 .await
-                        }));
-                    }
+                        })
+                    })
+                    .collect();
+                async {
                     for t in tasks {
                         t.await.expect("join").expect("append");
                     }
-                    let elapsed = start.elapsed();
-                    rates.push(BURST as f64 / elapsed.as_secs_f64());
-                    total += elapsed;
                 }
-                total
             })
         })
     });
-    rates.sort_by(f64::total_cmp);
-    if !rates.is_empty() {
-        println!(
-            "durable appends: median {:.0} messages/s over {} bursts of {BURST}",
-            rates[rates.len() / 2],
-            rates.len()
-        );
-    }
+    print_median(&mut rates, "durable appends", "");
 
     // The same 10,000 messages over 100 rooms, handed over as each room's batch: 100
     // concurrent `append_messages` calls of 100 messages (what a busy room's pending queue
@@ -130,62 +135,42 @@ fn store_benches(c: &mut Criterion) {
     let mut rates = Vec::new();
     c.bench_function("embedded store durable append (batched)", |b| {
         b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut tasks = Vec::with_capacity(ROOMS);
-                    for room in &rooms {
+            timed_bursts(&runtime, iters, &mut rates, || {
+                let tasks: Vec<_> = rooms
+                    .iter()
+                    .map(|room| {
                         let store = store.clone();
                         let (group, room, user) = (group.clone(), room.clone(), user.clone());
                         let first = next_id;
                         next_id += PER_ROOM;
-                        tasks.push(tokio::spawn(async move {
+                        tokio::spawn(async move {
                             let msgs = (first..first + PER_ROOM)
                                 .map(|id| message(id, id, &user))
                                 .collect();
                             store.append_messages(&group, &room, msgs).await
-                        }));
-                    }
+                        })
+                    })
+                    .collect();
+                async {
                     for t in tasks {
                         let outcomes = t.await.expect("join").expect("append");
                         assert_eq!(outcomes.len(), PER_ROOM as usize);
                     }
-                    let elapsed = start.elapsed();
-                    rates.push(BURST as f64 / elapsed.as_secs_f64());
-                    total += elapsed;
                 }
-                total
             })
         })
     });
-    rates.sort_by(f64::total_cmp);
-    if !rates.is_empty() {
-        println!(
-            "durable appends, batched: median {:.0} messages/s over {} bursts of {BURST} \
-             ({ROOMS} calls of {PER_ROOM})",
-            rates[rates.len() / 2],
-            rates.len()
-        );
-    }
+    print_median(
+        &mut rates,
+        "durable appends, batched",
+        &format!(" ({ROOMS} calls of {PER_ROOM})"),
+    );
 
     // The latest 50 of a room holding 10,000 messages (plus 100 other busy rooms).
     let hot = RoomId::parse("hot").expect("id");
     runtime.block_on(async {
         store
-            .create_room(
-                RoomRecord {
-                    group: group.clone(),
-                    room: hot.clone(),
-                    title: "hot".into(),
-                    kind: RoomKind::Group,
-                    owner: user.clone(),
-                    max: None,
-                    password_hash: None,
-                    created: now_ms(),
-                },
-                vec![],
-            )
+            .create_room(record(&group, &hot, &user), vec![])
             .await
             .expect("create");
         let mut tasks = Vec::new();

@@ -383,15 +383,9 @@ impl RoomActor {
         OutMessage { msg, unread }
     }
 
-    /// Moves a member's own cursor forward (not the sorted `cursors`) and marks it for the next
-    /// flush; returns the old cursor when it moved.
-    fn move_member(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
-        move_cursor(&mut self.members, &mut self.dirty, user, to, to_seq)
-    }
-
     /// Moves a member's cursor forward; returns the old cursor when it moved.
     fn advance_cursor(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
-        let from = self.move_member(user, to, to_seq)?;
+        let from = move_cursor(&mut self.members, &mut self.dirty, user, to, to_seq)?;
         self.cursors.replace(from, to);
         Some(from)
     }
@@ -508,7 +502,8 @@ impl RoomActor {
     /// members, and nothing is built when nobody would hear.
     fn notify_absent(&mut self, push: Option<Arc<MessageNote>>) {
         let subscribed = self.group_subscribers.load(Ordering::Relaxed) > 0;
-        let reuse = crate::push::list_reuse(self.deps.settings.push.coalesce_ms);
+        let reuse =
+            crate::push::list_reuse(Duration::from_millis(self.deps.settings.push.coalesce_ms));
         if let Some(note) = &push
             && !subscribed
             && !self.push_stale
@@ -1302,32 +1297,19 @@ impl RoomActor {
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
         ctx.spawn(
-            async move {
-                if batch.len() == 1 {
-                    let mut batch = batch;
-                    match batch.pop() {
-                        Some(one) => store
-                            .append_message(&group, &room, one)
-                            .await
-                            .map(|o| vec![o]),
-                        None => Ok(Vec::new()),
-                    }
-                } else {
-                    store.append_messages(&group, &room, batch).await
-                }
-            }
-            .into_actor(self)
-            .map(move |result, act, ctx| {
-                act.on_appended(&ids, result);
-                act.release_pending();
-                act.maybe_finish_drain(ctx);
-            }),
+            async move { store.append_messages(&group, &room, batch).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.on_appended(&ids, result);
+                    act.release_pending();
+                    act.maybe_finish_drain(ctx);
+                }),
         );
     }
 
     /// Files the store's answer for each message of one call with its pending entry.
     fn on_appended(&mut self, ids: &[MessageId], result: Result<Vec<AppendOutcome>, StoreError>) {
-        let mut outcomes = match result {
+        let outcomes = match result {
             Ok(outcomes) if outcomes.len() == ids.len() => outcomes.into_iter().map(Ok).collect(),
             Ok(outcomes) => {
                 // A backend that answers a different number of outcomes is broken: refuse them
@@ -1343,7 +1325,7 @@ impl RoomActor {
         };
         // Ids ascend within a call and `pending` is in id order: one forward walk files them.
         let mut at = 0;
-        for (id, outcome) in ids.iter().zip(outcomes.drain(..)) {
+        for (id, outcome) in ids.iter().zip(outcomes) {
             at += self
                 .pending
                 .range(at..)

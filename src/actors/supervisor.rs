@@ -181,9 +181,10 @@ mod tests {
     use super::*;
     use crate::actors::group::{Crash, ResolveRoom};
     use crate::config::Settings;
-    use crate::ids::{RoomId, Snowflake, UserId, now_ms};
+    use crate::ids::{RoomId, Snowflake, UserId};
+    use crate::store::Store;
+    use crate::store::conformance::{member, record};
     use crate::store::embedded::EmbeddedStore;
-    use crate::store::{MemberRecord, RoomKind, RoomRecord, Store};
 
     #[actix_web::test]
     async fn a_group_that_panics_is_restarted_and_reloads_its_rooms() {
@@ -193,24 +194,7 @@ mod tests {
         let room = RoomId::parse("r").expect("id");
         let owner = UserId::parse("alice").expect("id");
         store
-            .create_room(
-                RoomRecord {
-                    group: group.clone(),
-                    room: room.clone(),
-                    title: "t".into(),
-                    kind: RoomKind::Group,
-                    owner: owner.clone(),
-                    max: None,
-                    password_hash: None,
-                    created: now_ms(),
-                },
-                vec![MemberRecord {
-                    user: owner,
-                    cursor: 0,
-                    cursor_seq: 0,
-                    joined: now_ms(),
-                }],
-            )
+            .create_room(record(&group, &room, &owner), vec![member(&owner)])
             .await
             .expect("create");
         let deps = ActorDeps {

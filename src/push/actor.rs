@@ -557,7 +557,7 @@ impl Actor for PushActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
         let tick = (self.window / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        let keep = super::list_reuse(self.window.as_millis() as u64) + Duration::from_secs(60);
+        let keep = super::list_reuse(self.window) + Duration::from_secs(60);
         ctx.run_interval(tick, move |act, ctx| {
             let now = Instant::now();
             act.release_due(now);

@@ -41,9 +41,10 @@ use crate::store::SharedStore;
 /// keeps each list a minute beyond that, so a lagging mailbox still finds it.
 pub const LIST_REUSE: Duration = Duration::from_secs(60);
 
-/// How long a room may go on saying "one more" after a full list (see [`LIST_REUSE`]).
-pub fn list_reuse(coalesce_ms: u64) -> Duration {
-    Duration::from_millis(coalesce_ms).max(LIST_REUSE)
+/// How long a room may go on saying "one more" after a full list, given the coalescing
+/// window (see [`LIST_REUSE`]).
+pub fn list_reuse(window: Duration) -> Duration {
+    window.max(LIST_REUSE)
 }
 
 /// What a push says about a new message (one per message, shared by all its recipients).

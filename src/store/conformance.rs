@@ -57,7 +57,10 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap_or_else(|_| unreachable!("test user names are valid"))
 }
 
-fn record(group: &GroupId, room: &RoomId, owner: &UserId) -> RoomRecord {
+// Test data, shared with the backends' own unit tests.
+
+/// A group room owned by `owner`, created now.
+pub fn record(group: &GroupId, room: &RoomId, owner: &UserId) -> RoomRecord {
     RoomRecord {
         group: group.clone(),
         room: room.clone(),
@@ -70,7 +73,8 @@ fn record(group: &GroupId, room: &RoomId, owner: &UserId) -> RoomRecord {
     }
 }
 
-fn member(name: &UserId) -> MemberRecord {
+/// A member who joined now and has read nothing.
+pub fn member(name: &UserId) -> MemberRecord {
     MemberRecord {
         user: name.clone(),
         cursor: 0,
@@ -79,7 +83,8 @@ fn member(name: &UserId) -> MemberRecord {
     }
 }
 
-fn message(
+/// A text message sent now.
+pub fn message(
     id: MessageId,
     seq: u64,
     from: &UserId,
@@ -98,6 +103,21 @@ fn message(
         edited: None,
         deleted: false,
     }
+}
+
+/// Creates `room`, owned by `owner`, with `owner` and then `others` as its members.
+async fn create(
+    store: &dyn Store,
+    group: &GroupId,
+    room: &RoomId,
+    owner: &UserId,
+    others: &[&UserId],
+) -> super::StoreResult<CreateOutcome> {
+    let members = std::iter::once(owner)
+        .chain(others.iter().copied())
+        .map(member)
+        .collect();
+    store.create_room(record(group, room, owner), members).await
 }
 
 /// Rooms are created once; a second create returns the first; get and delete work.
@@ -159,12 +179,7 @@ pub async fn history_pages(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "history_pages";
     let (group, room) = ids(scope, "history");
     let alice = user("alice");
-    ok!(
-        C,
-        store
-            .create_room(record(&group, &room, &alice), vec![member(&alice)])
-            .await
-    );
+    ok!(C, create(store, &group, &room, &alice, &[]).await);
     for i in 1..=25u64 {
         ok!(
             C,
@@ -245,15 +260,7 @@ pub async fn idempotent_append(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "idempotent_append";
     let (group, room) = ids(scope, "idem");
     let (alice, bob) = (user("alice"), user("bob"));
-    ok!(
-        C,
-        store
-            .create_room(
-                record(&group, &room, &alice),
-                vec![member(&alice), member(&bob)]
-            )
-            .await
-    );
+    ok!(C, create(store, &group, &room, &alice, &[&bob]).await);
     let first = message(1000, 1, &alice, "hello", Some("c-1"));
     let a = ok!(C, store.append_message(&group, &room, first.clone()).await);
     ensure!(C, a == AppendOutcome::Stored, "first append {a:?}");
@@ -314,15 +321,7 @@ pub async fn batched_append(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "batched_append";
     let (group, room) = ids(scope, "batched");
     let (alice, bob) = (user("alice"), user("bob"));
-    ok!(
-        C,
-        store
-            .create_room(
-                record(&group, &room, &alice),
-                vec![member(&alice), member(&bob)]
-            )
-            .await
-    );
+    ok!(C, create(store, &group, &room, &alice, &[&bob]).await);
     let empty = ok!(C, store.append_messages(&group, &room, Vec::new()).await);
     ensure!(C, empty.is_empty(), "an empty batch answered {empty:?}");
     let earlier = message(100, 1, &alice, "earlier", Some("c-earlier"));
@@ -530,12 +529,7 @@ pub async fn edit_and_delete(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "edit_and_delete";
     let (group, room) = ids(scope, "edits");
     let alice = user("alice");
-    ok!(
-        C,
-        store
-            .create_room(record(&group, &room, &alice), vec![member(&alice)])
-            .await
-    );
+    ok!(C, create(store, &group, &room, &alice, &[]).await);
     let original = message(77, 1, &alice, "hello", None);
     ok!(
         C,
@@ -594,12 +588,7 @@ pub async fn media_records(store: &dyn Store, scope: &str) -> CheckResult {
     const C: &str = "media_records";
     let (group, room) = ids(scope, "media");
     let alice = user("alice");
-    ok!(
-        C,
-        store
-            .create_room(record(&group, &room, &alice), vec![member(&alice)])
-            .await
-    );
+    ok!(C, create(store, &group, &room, &alice, &[]).await);
     let (id1, id2, id3) = (
         format!("{scope}-media-1"),
         format!("{scope}-media-2"),
@@ -733,12 +722,9 @@ pub async fn devices_and_mutes(store: &dyn Store, scope: &str) -> CheckResult {
         "after delete: {found:?}"
     );
 
-    let members = vec![member(&alice), member(&bob), member(&carol)];
     ok!(
         C,
-        store
-            .create_room(record(&group, &room, &alice), members)
-            .await
+        create(store, &group, &room, &alice, &[&bob, &carol]).await
     );
     let everyone = [alice.clone(), bob.clone(), carol.clone()];
     ok!(C, store.set_muted(&group, &room, &alice, true).await);

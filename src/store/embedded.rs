@@ -1478,8 +1478,12 @@ impl Store for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::MessageKind;
-    use crate::store::RoomKind;
+    use crate::store::conformance::{member, record};
+
+    /// A text message whose seq is its id.
+    fn message(id: MessageId, from: &UserId, text: &str, cmid: Option<&str>) -> StoredMessage {
+        crate::store::conformance::message(id, id, from, text, cmid)
+    }
 
     fn ids() -> (GroupId, RoomId, UserId) {
         (
@@ -1487,43 +1491,6 @@ mod tests {
             RoomId::parse("r").expect("id"),
             UserId::parse("alice").expect("id"),
         )
-    }
-
-    fn record(group: &GroupId, room: &RoomId, owner: &UserId) -> RoomRecord {
-        RoomRecord {
-            group: group.clone(),
-            room: room.clone(),
-            title: "t".into(),
-            kind: RoomKind::Group,
-            owner: owner.clone(),
-            max: None,
-            password_hash: None,
-            created: 1,
-        }
-    }
-
-    fn member(user: &UserId) -> MemberRecord {
-        MemberRecord {
-            user: user.clone(),
-            cursor: 0,
-            cursor_seq: 0,
-            joined: 1,
-        }
-    }
-
-    fn message(id: MessageId, from: &UserId, text: &str, cmid: Option<&str>) -> StoredMessage {
-        StoredMessage {
-            id,
-            seq: id,
-            from: from.clone(),
-            kind: MessageKind::Text,
-            text: Some(text.into()),
-            media: None,
-            ts: now_ms(),
-            cmid: cmid.map(str::to_owned),
-            edited: None,
-            deleted: false,
-        }
     }
 
     /// Applies `ops` as one batch, as the writer would, and commits it.
