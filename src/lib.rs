@@ -14,6 +14,7 @@ pub mod media;
 pub mod node;
 pub mod protocol;
 pub mod push;
+pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;

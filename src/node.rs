@@ -147,22 +147,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "web.dev_login is on: anyone who reaches this address can sign in as any user"
         );
     }
-    let app_state = web::Data::new(state.clone());
-    let route_state = state.clone();
-    let server = HttpServer::new(move || {
-        let route_state = route_state.clone();
-        App::new()
-            .app_data(app_state.clone())
-            .configure(move |cfg| crate::api::routes(cfg, &route_state))
-    })
-    .workers(workers)
-    // Frames are batched by the connection tasks; Nagle would only add delay.
-    .tcp_nodelay(true)
-    .disable_signals()
-    .shutdown_timeout(settings.shutdown.grace_secs)
-    .bind(settings.listen_addr())
-    .with_context(|| format!("listening on {}", settings.listen))?;
-    let addrs: Vec<SocketAddr> = server.addrs();
+    let listener = crate::server::build(settings.listen_addr(), workers, &state)
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addrs: Vec<SocketAddr> = listener.addrs.clone();
 
     let metrics_server = match (&settings.metrics_listen, metrics) {
         (Some(listen), Some(handle)) => {
@@ -189,7 +176,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let server = server.run();
+    let server = listener.server;
     let server_handle = server.handle();
     let server_task = actix_web::rt::spawn(server);
     for addr in &addrs {

@@ -23,11 +23,19 @@ use error::{ApiError, error_response};
 
 /// Verifies the caller's token: `Authorization: Bearer <jwt>` or `?token=<jwt>`.
 pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
+    authenticate_head(req.head(), state)
+}
+
+/// [`authenticate`] on a request's head (the WebSocket upgrade has no `HttpRequest`).
+pub fn authenticate_head(
+    head: &actix_http::RequestHead,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
     #[derive(Deserialize)]
     struct TokenQuery {
         token: Option<String>,
     }
-    let header = req
+    let header = head
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -38,7 +46,7 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, Ap
         .map(|t| t.trim().to_owned());
     let token = match header {
         Some(token) => token,
-        None => serde_urlencoded::from_str::<TokenQuery>(req.query_string())
+        None => serde_urlencoded::from_str::<TokenQuery>(head.uri.query().unwrap_or_default())
             .ok()
             .and_then(|q| q.token)
             .unwrap_or_default(),

@@ -111,7 +111,8 @@ struct Inner {
     /// Set when a room this connection was present in stopped under it (its group died): the
     /// connection must end so the client reconnects and recovers with `enter ... since`.
     room_lost: AtomicBool,
-    /// Wakes the connection's task: on overflow, and when the writer is gone.
+    /// Wakes the connection's task on overflow and when the writer is gone, and the writer
+    /// when the output has been ended.
     signal: Notify,
 }
 
@@ -276,6 +277,19 @@ impl SessionHandle {
         drop(queue);
         if let Some(waker) = waker {
             waker.wake();
+        }
+        self.inner.signal.notify_waiters();
+    }
+
+    /// Resolves once the connection's output has been ended ([`Self::finish`], or the writer
+    /// went away).
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.inner.signal.notified();
+            if self.queue().ended {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -21,15 +21,21 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use actix_codec::Framed;
+use actix_http::body::{BoxBody, MessageBody as _};
+use actix_http::h1;
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
-use actix_web::body::{BodySize, MessageBody};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::handle::{Close, Control, Item, Outbound, SessionHandle, Transport, Trouble};
 use super::ratelimit::{RateLimiter, Verdict};
@@ -39,7 +45,7 @@ use crate::actors::room::{
     Attach, DeleteMessage, Detach, EditMessage, GetHistory, MarkRead, PostMessage, RoomActor,
     Typing,
 };
-use crate::api::authenticate;
+use crate::api::authenticate_head;
 use crate::auth::Principal;
 use crate::error::ChatError;
 use crate::ids::{GroupId, RoomId, now_ms};
@@ -66,7 +72,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Room addresses a connection remembers for rooms it has not entered.
 const ROOM_CACHE: usize = 64;
 
-/// `GET /v1/ws`: authenticates, upgrades, and starts the connection's task.
+/// `GET /v1/ws` without an upgrade: the answer a client gets when its request is not a
+/// WebSocket handshake (401 without a valid token, 503 while shutting down, else 400). A
+/// handshake never reaches this handler: the listener hands it to [`serve_upgrade`] with the
+/// socket (src/server.rs).
 #[utoipa::path(
     get,
     path = "/v1/ws",
@@ -75,50 +84,186 @@ const ROOM_CACHE: usize = 64;
     params(("token" = Option<String>, Query, description = "The JWT, for clients that cannot set headers")),
     responses(
         (status = 101, description = "Switching protocols"),
+        (status = 400, description = "Not a WebSocket handshake"),
         (status = 401, description = "Missing or invalid token", body = crate::api::error::Body),
         (status = 503, description = "The node is shutting down", body = crate::api::error::Body)
     ),
     security(("bearer" = []))
 )]
-pub async fn upgrade(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let principal = authenticate(&req, &state)?;
+pub async fn upgrade(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match admit(req.head(), &state) {
+        // Not reached for a real handshake (see above); a request that passes the checks
+        // without being one is refused by the handshake check inside `admit`.
+        Ok(_) => HttpResponse::BadRequest().finish(),
+        Err(response) => response.into(),
+    }
+}
+
+/// The checks in front of every WebSocket: a valid token (header or `token` query), a node
+/// that is not shutting down, and a valid RFC 6455 handshake. Returns the caller and the 101
+/// response, or the error response to send instead.
+fn admit(
+    head: &actix_http::RequestHead,
+    state: &AppState,
+) -> Result<(Principal, actix_http::Response<()>), actix_http::Response<BoxBody>> {
+    let principal = authenticate_head(head, state)
+        .map_err(|e| actix_http::Response::<BoxBody>::from(e.error_response()))?;
     if state.shutdown.is_cancelled() {
-        return Ok(crate::api::error::error_response(
+        return Err(crate::api::error::error_response(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "the node is shutting down; connect to another",
-        ));
+        )
+        .into());
     }
-    let mut response = match actix_http::ws::handshake(req.head()) {
-        Ok(response) => response,
-        Err(e) => {
-            let response: actix_http::Response<actix_web::body::BoxBody> = e.into();
-            return Ok(response.into());
+    let mut response = actix_http::ws::handshake(head).map_err(actix_http::Response::from)?;
+    Ok((principal, response.finish().drop_body()))
+}
+
+/// The listener's upgrade service (src/server.rs): every request that asks for a WebSocket
+/// arrives here with its socket. `GET /v1/ws` that passes [`admit`] gets its 101 and runs as a
+/// connection on the bare socket: the reader is a task of its own ([`Connection`]), the
+/// writer runs here, on the task that accepted the socket. Anything else gets its error
+/// response and the socket is closed.
+pub async fn serve_upgrade(
+    state: Arc<AppState>,
+    req: actix_http::Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), Infallible> {
+    let admitted = if req.path() != "/v1/ws" {
+        Err(crate::api::error::error_response(
+            actix_web::http::StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such route",
+        )
+        .into())
+    } else if req.method() != actix_web::http::Method::GET {
+        Err(crate::api::error::error_response(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BadRequest,
+            "a WebSocket handshake is a GET",
+        )
+        .into())
+    } else {
+        admit(req.head(), &state)
+    };
+    // The request's head shares the dispatcher's read buffer: let both go now, not with the
+    // connection.
+    drop(req);
+    let (principal, response) = match admitted {
+        Ok(admitted) => admitted,
+        Err(response) => {
+            // The socket is not reused after an upgrade request: say so, answer, close.
+            let (mut response, body) = response.into_parts();
+            response
+                .head_mut()
+                .set_connection_type(actix_http::ConnectionType::Close);
+            // Error answers are built in memory (JSON or a short text).
+            let body = body.try_into_bytes().unwrap_or_default();
+            if let Err(e) = h1::SendResponse::new(framed, response.set_body(body)).await {
+                tracing::debug!(error = %e, "writing a refused handshake's answer failed");
+            }
+            return Ok(());
         }
     };
+    let framed = match h1::SendResponse::new(framed, response).await {
+        Ok(framed) => framed,
+        Err(e) => {
+            tracing::debug!(error = %e, "writing the 101 response failed");
+            return Ok(());
+        }
+    };
+    // The HTTP buffers go; bytes the client sent after its handshake stay in `read_buf`.
+    let parts = framed.into_parts();
+    let (read, write) = parts.io.into_split();
+    let leftover = parts.read_buf.freeze();
+    drop(parts.write_buf);
+
     let limits = &state.settings.limits;
     let (handle, outbound) = SessionHandle::new(
         principal.user.clone(),
         Transport::WebSocket,
         limits.outbound_queue,
     );
-    let response = response.message_body(WsWriter::new(outbound).boxed())?;
-    let inbound = Inbound::new(body, limits.frame);
-    let state = state.into_inner();
+    let inbound = Inbound::new(SocketChunks::new(read, leftover), limits.frame);
     let tracker = state.connections.clone();
-    // The payload is !Send: the task stays on the worker that accepted the request.
+    let reader_handle = handle.clone();
+    // The reader is a task of its own, so that a frame queued for this connection wakes only
+    // the writer below. Sockets are !Send: both stay on the worker that accepted this one.
     actix_web::rt::spawn(tracker.track_future(async move {
-        let mut conn = Connection::new(state, principal, handle);
+        let mut conn = Connection::new(state, principal, reader_handle);
         conn.run(inbound).await;
     }));
-    Ok(response.into())
+    tracker
+        .track_future(write_out(WsWriter::new(outbound), write, handle))
+        .await;
+    Ok(())
 }
 
-/// The writing half: the upgrade response's body. It frames what the queue holds (control
+/// The writer's loop: what the queue holds, framed by [`WsWriter`], written to the socket
+/// batch by batch; then the write side is shut down. It ends early when the socket fails,
+/// and gives a client that stops reading [`CLOSE_WAIT`] after the connection has ended.
+async fn write_out(mut writer: WsWriter, mut socket: OwnedWriteHalf, handle: SessionHandle) {
+    let write = async {
+        while let Some(chunk) = std::future::poll_fn(|cx| writer.poll_chunk(cx)).await {
+            if let Err(e) = socket.write_all(&chunk).await {
+                tracing::debug!(error = %e, "websocket write failed");
+                return;
+            }
+        }
+        let _ = socket.shutdown().await;
+    };
+    let deadline = async {
+        handle.ended().await;
+        tokio::time::sleep(CLOSE_WAIT).await;
+    };
+    tokio::select! {
+        () = write => {}
+        () = deadline => tracing::debug!("websocket writer abandoned a socket that does not drain"),
+    }
+    // Dropping the writer (and its queue) tells the reader that the socket is gone.
+    drop(writer);
+}
+
+/// The reading half's source: what the socket delivers, as chunks, starting with the bytes
+/// read together with the handshake. It reads into a buffer on the stack and keeps only what
+/// arrived, so an idle connection holds no read buffer.
+struct SocketChunks {
+    socket: OwnedReadHalf,
+    leftover: Option<Bytes>,
+}
+
+/// The most one read takes from the socket.
+const READ_CHUNK: usize = 4096;
+
+impl SocketChunks {
+    fn new(socket: OwnedReadHalf, leftover: Bytes) -> Self {
+        Self {
+            socket,
+            leftover: (!leftover.is_empty()).then_some(leftover),
+        }
+    }
+}
+
+impl futures_util::Stream for SocketChunks {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.leftover.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut space);
+        match Pin::new(&mut self.socket).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
+        }
+    }
+}
+
+/// The writing half's framing. It frames what the queue holds (control
 /// frames first, then up to [`WRITE_BATCH`] data frames) into one chunk per poll, and ends
 /// after the close frame or when the connection's task has ended without one.
 struct WsWriter {
@@ -135,18 +280,10 @@ impl WsWriter {
     }
 }
 
-impl MessageBody for WsWriter {
-    type Error = Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Stream
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
+impl WsWriter {
+    /// The next chunk to write; `None` once the output is over.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self;
         if this.done {
             return Poll::Ready(None);
         }
@@ -178,7 +315,7 @@ impl MessageBody for WsWriter {
         if buf.is_empty() {
             Poll::Ready(None)
         } else {
-            Poll::Ready(Some(Ok(buf.freeze())))
+            Poll::Ready(Some(buf.freeze()))
         }
     }
 }
@@ -409,7 +546,7 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut inbound: Inbound<web::Payload>) {
+    async fn run(&mut self, mut inbound: Inbound<SocketChunks>) {
         metrics::gauge!("chatnode_connections", "transport" => "ws").increment(1.0);
         let settings = self.state.settings.clone();
         let heartbeat = Duration::from_secs(settings.ws.heartbeat_secs);
@@ -456,7 +593,7 @@ impl Connection {
     /// this (mostly idle) future.
     async fn event_loop(
         &mut self,
-        inbound: &mut Inbound<web::Payload>,
+        inbound: &mut Inbound<SocketChunks>,
         heartbeat: Duration,
     ) -> Ending {
         let leeway = self.state.verifier.leeway_secs() as i64;
@@ -857,7 +994,7 @@ mod tests {
         }));
         assert!(!handle.send_bytes(Bytes::from_static(b"late")));
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut writer).poll_next(&mut cx) else {
+        let Poll::Ready(Some(chunk)) = writer.poll_chunk(&mut cx) else {
             panic!("one chunk");
         };
         let mut buf = BytesMut::from(&chunk[..]);
@@ -872,10 +1009,7 @@ mod tests {
         assert_eq!(frames[3].0, OpCode::Close);
         assert_eq!(frames[3].1[..2], close::SLOW_CONSUMER.to_be_bytes());
         assert_eq!(frames.len(), 4);
-        assert!(matches!(
-            Pin::new(&mut writer).poll_next(&mut cx),
-            Poll::Ready(None)
-        ));
+        assert!(matches!(writer.poll_chunk(&mut cx), Poll::Ready(None)));
         drop(writer);
         assert!(handle.is_closed());
         tokio::time::timeout(Duration::from_secs(1), handle.writer_gone())

@@ -274,3 +274,128 @@ async fn silent_connections_are_dropped_after_two_heartbeats() {
     d.expect_silence(Duration::from_millis(3500), &[]).await;
     assert_usable(&mut d).await;
 }
+
+/// One HTTP exchange on a fresh socket: writes `request`, reads until the server closes or
+/// the head and `Content-Length` bytes of body are in.
+async fn raw_exchange(node: &TestNode, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    socket.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(crate::helpers::WAIT, socket.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        got.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length || n == 0 {
+                let status = text[9..12].parse().expect("status");
+                return (status, text[end + 4..].to_owned());
+            }
+        }
+        assert!(n > 0, "closed before an answer: {text:?}");
+    }
+}
+
+fn handshake(path: &str, method: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn upgrades_elsewhere_are_refused_with_json_errors() {
+    let node = TestNode::spawn(&[]);
+    let with_token = format!("/v1/ws?token={}", token("alice"));
+    // A handshake on another path, or with another method.
+    let (status, body) = raw_exchange(&node, handshake("/v1/elsewhere", "GET").as_bytes()).await;
+    assert_eq!(status, 404);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) = raw_exchange(&node, handshake(&with_token, "POST").as_bytes()).await;
+    assert_eq!(status, 405);
+    // A handshake without a token, and a plain GET that is no handshake.
+    let (status, body) = raw_exchange(&node, handshake("/v1/ws", "GET").as_bytes()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("unauthorized"), "{body}");
+    let plain =
+        format!("GET {with_token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let (status, _) = raw_exchange(&node, plain.as_bytes()).await;
+    assert_eq!(status, 400);
+    // A handshake of another protocol version: 426 Upgrade Required (RFC 6455 §4.4).
+    let bad = handshake(&with_token, "GET").replace("Version: 13", "Version: 8");
+    let (status, _) = raw_exchange(&node, bad.as_bytes()).await;
+    assert_eq!(status, 426);
+}
+
+#[tokio::test]
+async fn a_frame_sent_with_the_handshake_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let node = TestNode::spawn(&[]);
+    // The handshake and a masked `ping` request in one write: the frame arrives in the
+    // same read as the request's head and must not be lost with the HTTP buffers.
+    let mut bytes = handshake(&format!("/v1/ws?token={}", token("alice")), "GET").into_bytes();
+    let payload = rmp_serde::to_vec_named(&json!({"t": "ping", "r": 7})).expect("encode");
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    bytes.extend_from_slice(&[0x82, 0x80 | u8::try_from(payload.len()).expect("short")]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut socket = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    socket.write_all(&bytes).await.expect("write");
+    // Read the 101's head; whatever follows it is the first WebSocket bytes.
+    let mut got = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 1024];
+        let n = socket.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed during the handshake");
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+        socket,
+        got[end..].to_vec(),
+        Role::Client,
+        None,
+    )
+    .await;
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let message = tokio::time::timeout(crate::helpers::WAIT, ws.next())
+            .await
+            .expect("frames in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Binary(data) = message {
+            let frame: serde_json::Value = rmp_serde::from_slice(&data).expect("msgpack");
+            frames.push(frame);
+        }
+    }
+    assert_eq!(frames[0]["t"], "hello");
+    assert_eq!(frames[1]["t"], "pong");
+    assert_eq!(frames[1]["r"], 7);
+}
