@@ -1,22 +1,25 @@
 //! The WebSocket endpoint (`GET /v1/ws`, PROTOCOL.md §3) and the per-connection loop.
 //!
-//! The token is checked before the upgrade (401 otherwise). Each connection then has two halves
-//! on the worker that accepted it:
+//! The listener (`src/server.rs`) hands every WebSocket handshake to [`serve_upgrade`] with its
+//! socket. The token is checked before the upgrade (401 otherwise); after the 101, actix-http's
+//! connection state (its buffers, the request) is dropped and the connection runs on the bare
+//! socket, in two halves on the worker that accepted it:
 //!
-//! - **the writer** is the upgrade response's body ([`WsWriter`]): actix-http's dispatcher polls
-//!   it and it takes frames straight from the connection's queue ([`SessionHandle`]), many per
-//!   wake-up, framed into one buffer, so a room's broadcast reaches the socket without waking
-//!   any other task and the socket is written once per batch;
+//! - **the writer** ([`write_out`], on the task that accepted the socket) takes frames straight
+//!   from the connection's queue ([`SessionHandle`]), many per wake-up, framed into one buffer
+//!   ([`WsWriter`]) and written with one `send`, so a room's broadcast reaches the socket
+//!   without waking any other task;
 //! - **the reader** is the connection's task: it reads and decodes frames (RFC 6455 framing with
 //!   actix-http's parser; continuations are joined up to the frame limit), rate-limits them,
 //!   routes requests to room and group actors (waiting only for mailbox room, never for a
 //!   reply), pings every heartbeat and watches the token's expiry.
 //!
 //! Nothing is allocated per connection beyond what that needs: no channel between the halves, a
-//! queue that holds memory only while frames wait, and one timer for both the heartbeat and the
-//! token's expiry. A connection ends on close, silence for two heartbeats, token expiry (4001),
-//! a full outbound queue (4008), rate-limit abuse (4009), an oversize frame (1009) or node
-//! shutdown (1001); frames already queued go out before the close frame.
+//! queue that holds memory only while frames wait, a read buffer only while bytes arrive, and
+//! one timer for both the heartbeat and the token's expiry. A connection ends on the client's
+//! close (answered with 1000), silence for two heartbeats, token expiry (4001), a full
+//! outbound queue (4008), rate-limit abuse (4009), an oversize frame (1009) or node shutdown
+//! (1001); frames already queued go out before the close frame.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -55,6 +58,7 @@ use crate::state::AppState;
 
 /// Close codes of §3.4.
 pub mod close {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const TOO_BIG: u16 = 1009;
     pub const TOKEN_EXPIRED: u16 = 4001;
@@ -464,6 +468,9 @@ where
 /// How a connection ended, for logs and the close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
+    /// The client sent a close frame: answered with 1000 (RFC 6455 §5.5.1).
+    CloseRequested,
+    /// The client's socket went away.
     ClientClosed,
     Silent,
     Shutdown,
@@ -478,6 +485,7 @@ enum Ending {
 impl Ending {
     fn close_code(self) -> Option<u16> {
         match self {
+            Self::CloseRequested => Some(close::NORMAL),
             Self::Shutdown => Some(close::GOING_AWAY),
             Self::TokenExpired => Some(close::TOKEN_EXPIRED),
             Self::SlowConsumer => Some(close::SLOW_CONSUMER),
@@ -496,7 +504,7 @@ impl Ending {
             Self::RoomLost => "a room restarted; reconnect and recover with enter since",
             Self::RateAbuse => "repeated abuse of the rate limit",
             Self::TooBig => "frame over the frame limit",
-            Self::ClientClosed => "closed by the client",
+            Self::CloseRequested | Self::ClientClosed => "closed by the client",
             Self::Silent => "silent for two heartbeats",
             Self::SocketError => "socket error",
         }
@@ -504,7 +512,7 @@ impl Ending {
 
     fn as_str(self) -> &'static str {
         match self {
-            Self::ClientClosed => "client_closed",
+            Self::CloseRequested | Self::ClientClosed => "client_closed",
             Self::Silent => "silent",
             Self::Shutdown => "shutdown",
             Self::TokenExpired => "token_expired",
@@ -667,7 +675,7 @@ impl Connection {
                 None
             }
             InFrame::Pong => None,
-            InFrame::Close => Some(Ending::ClientClosed),
+            InFrame::Close => Some(Ending::CloseRequested),
         }
     }
 

@@ -399,3 +399,15 @@ async fn a_frame_sent_with_the_handshake_is_answered() {
     assert_eq!(frames[1]["t"], "pong");
     assert_eq!(frames[1]["r"], 7);
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_1000() {
+    let node = TestNode::spawn(&[]);
+    let mut c = node.connect("alice").await;
+    assert_usable(&mut c).await;
+    c.send_raw(Message::Close(None)).await;
+    assert!(matches!(
+        c.closed(Duration::from_secs(5)).await,
+        Closed::Code(1000)
+    ));
+}
