@@ -25,13 +25,13 @@ use anyhow::Context as _;
 use crate::state::AppState;
 
 /// Pending connections the kernel holds for the accept loop (actix-web's default).
-const BACKLOG: i32 = 1024;
+const BACKLOG: u32 = 1024;
 /// Time a client has to send a request's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to acknowledge the end of a connection.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The server, not yet running, and the addresses it listens on.
+/// The server, not yet running, and the address it listens on.
 pub struct Listener {
     pub server: Server,
     pub addrs: Vec<SocketAddr>,
@@ -39,48 +39,43 @@ pub struct Listener {
 
 /// Binds `listen` and builds the server with `workers` workers.
 pub fn build(listen: SocketAddr, workers: usize, state: &AppState) -> anyhow::Result<Listener> {
-    let app_state = web::Data::new(state.clone());
-    let ws_state = Arc::new(state.clone());
-    let route_state = state.clone();
-    let mut builder = Server::build()
-        .workers(workers)
-        .backlog(u32::try_from(BACKLOG).unwrap_or(1024))
-        .shutdown_timeout(state.settings.shutdown.grace_secs)
-        // The node handles SIGINT and SIGTERM itself (ordered shutdown, src/node.rs).
-        .disable_signals();
     let listener = bind(listen).with_context(|| format!("listening on {listen}"))?;
     let local = listener
         .local_addr()
         .with_context(|| format!("listening on {listen}"))?;
-    {
-        let app_state = app_state.clone();
-        let ws_state = ws_state.clone();
-        let route_state = route_state.clone();
-        builder = builder
-            .listen(format!("chatnode-{local}"), listener, move || {
-                let route_state = route_state.clone();
-                let app = App::new()
-                    .app_data(app_state.clone())
-                    .configure(move |cfg| crate::api::routes(cfg, &route_state))
-                    .into_factory()
-                    .map_err(|err| err.error_response());
-                let ws_state = ws_state.clone();
-                HttpService::build()
-                    .keep_alive(KeepAlive::default())
-                    .client_request_timeout(REQUEST_TIMEOUT)
-                    .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .local_addr(local)
-                    .upgrade(fn_service(move |(req, framed)| {
-                        crate::session::ws::serve_upgrade(ws_state.clone(), req, framed)
-                    }))
-                    .finish(map_config(app, |()| AppConfig::default()))
-                    .tcp()
-            })
-            .with_context(|| format!("listening on {local}"))?;
-    }
+    let app_state = web::Data::new(state.clone());
+    let ws_state = Arc::new(state.clone());
+    let route_state = state.clone();
+    let server = Server::build()
+        .workers(workers)
+        .backlog(BACKLOG)
+        .shutdown_timeout(state.settings.shutdown.grace_secs)
+        // The node handles SIGINT and SIGTERM itself (ordered shutdown, src/node.rs).
+        .disable_signals()
+        .listen(format!("chatnode-{local}"), listener, move || {
+            let route_state = route_state.clone();
+            let app = App::new()
+                .app_data(app_state.clone())
+                .configure(move |cfg| crate::api::routes(cfg, &route_state))
+                .into_factory()
+                .map_err(|err| err.error_response());
+            let ws_state = ws_state.clone();
+            HttpService::build()
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(REQUEST_TIMEOUT)
+                .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .local_addr(local)
+                .upgrade(fn_service(move |(req, framed)| {
+                    crate::session::ws::serve_upgrade(ws_state.clone(), req, framed)
+                }))
+                .finish(map_config(app, |()| AppConfig::default()))
+                .tcp()
+        })
+        .with_context(|| format!("listening on {local}"))?
+        .run();
     Ok(Listener {
-        server: builder.run(),
+        server,
         addrs: vec![local],
     })
 }
@@ -92,6 +87,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    socket.listen(i32::try_from(BACKLOG).unwrap_or(i32::MAX))?;
     Ok(socket.into())
 }

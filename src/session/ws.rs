@@ -267,9 +267,9 @@ impl futures_util::Stream for SocketChunks {
     }
 }
 
-/// The writing half's framing. It frames what the queue holds (control
-/// frames first, then up to [`WRITE_BATCH`] data frames) into one chunk per poll, and ends
-/// after the close frame or when the connection's task has ended without one.
+/// The writing half's framing: what the queue holds (control frames first, then up to
+/// [`WRITE_BATCH`] data frames) as one chunk per poll; it ends after the close frame or when
+/// the connection's task has ended without one.
 struct WsWriter {
     outbound: Outbound,
     done: bool,
@@ -282,9 +282,7 @@ impl WsWriter {
             done: false,
         }
     }
-}
 
-impl WsWriter {
     /// The next chunk to write; `None` once the output is over.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self;
