@@ -5,11 +5,10 @@
 //! latest messages, and the recent `cmid`s. It stamps each new message with a snowflake id,
 //! hands it to the store (every message stamped in one wake-up of the actor goes as one
 //! [`Store::append_messages`](crate::store::Store::append_messages) call, so a busy room pays
-//! one store round trip per batch, not per message), and only when the store says it is durable
-//! replies `sent`, encodes the
-//! `msg` frame **once** and queues the same bytes for every present connection. Durable
-//! completions may arrive out of order (ScyllaDB); the pending queue releases messages strictly
-//! in id order.
+//! one store round trip per batch, not per message), and only when the store says it is
+//! durable replies `sent`, encodes the `msg` frame **once** and queues the same bytes for
+//! every present connection. Durable completions may arrive out of order (ScyllaDB); the
+//! pending queue releases messages strictly in id order.
 //!
 //! Started by its [`GroupActor`] with the room's state already loaded; stops when idle, when
 //! the room is deleted, at shutdown, or when its group dies (then the restarted group reloads

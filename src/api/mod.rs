@@ -155,8 +155,13 @@ fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web
     ApiError::new(ErrorCode::BadRequest, format!("invalid path: {err}")).into()
 }
 
-async fn not_found() -> HttpResponse {
+/// The answer to a path the node does not serve (also for WebSocket handshakes elsewhere).
+pub fn no_such_route() -> HttpResponse {
     error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+}
+
+async fn not_found() -> HttpResponse {
+    no_such_route()
 }
 
 /// The node's routes. `/metrics` is left out when it has its own listener.

@@ -284,13 +284,7 @@ impl SessionHandle {
     /// Resolves once the connection's output has been ended ([`Self::finish`], or the writer
     /// went away).
     pub async fn ended(&self) {
-        loop {
-            let notified = self.inner.signal.notified();
-            if self.queue().ended {
-                return;
-            }
-            notified.await;
-        }
+        self.signalled(|h| h.queue().ended.then_some(())).await;
     }
 
     /// Takes the frame at the front of the queue, giving the queue's memory back once empty.
@@ -305,29 +299,34 @@ impl SessionHandle {
 
     /// Resolves when the queue overflows or the writer goes away, whichever comes first.
     pub async fn trouble(&self) -> Trouble {
-        let inner = &self.inner;
-        loop {
-            let notified = inner.signal.notified();
+        self.signalled(|h| {
+            let inner = &h.inner;
             if inner.overflowed.load(Ordering::Acquire) {
-                return Trouble::Overflowed;
+                Some(Trouble::Overflowed)
+            } else if inner.writer_gone.load(Ordering::Acquire) {
+                Some(Trouble::WriterGone)
+            } else if inner.room_lost.load(Ordering::Acquire) {
+                Some(Trouble::RoomLost)
+            } else {
+                None
             }
-            if inner.writer_gone.load(Ordering::Acquire) {
-                return Trouble::WriterGone;
-            }
-            if inner.room_lost.load(Ordering::Acquire) {
-                return Trouble::RoomLost;
-            }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// Resolves once the writer is gone: it wrote its last frame, or its socket went away.
     pub async fn writer_gone(&self) {
-        let inner = &self.inner;
+        self.signalled(|h| h.inner.writer_gone.load(Ordering::Acquire).then_some(()))
+            .await;
+    }
+
+    /// Waits on `signal` until `check` finds what it looks for (registered before each look,
+    /// so a signal between the look and the wait is not missed).
+    async fn signalled<T>(&self, check: impl Fn(&Self) -> Option<T>) -> T {
         loop {
-            let notified = inner.signal.notified();
-            if inner.writer_gone.load(Ordering::Acquire) {
-                return;
+            let notified = self.inner.signal.notified();
+            if let Some(found) = check(self) {
+                return found;
             }
             notified.await;
         }

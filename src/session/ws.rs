@@ -135,12 +135,7 @@ pub async fn serve_upgrade(
     framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), Infallible> {
     let admitted = if req.path() != "/v1/ws" {
-        Err(crate::api::error::error_response(
-            actix_web::http::StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            "no such route",
-        )
-        .into())
+        Err(crate::api::no_such_route().into())
     } else if req.method() != actix_web::http::Method::GET {
         Err(crate::api::error::error_response(
             actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -285,12 +280,11 @@ impl WsWriter {
 
     /// The next chunk to write; `None` once the output is over.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = self;
-        if this.done {
+        if self.done {
             return Poll::Ready(None);
         }
         let mut buf = BytesMut::new();
-        let end = match this
+        let end = match self
             .outbound
             .poll_drain(cx, WRITE_BATCH, |item| match item {
                 Item::Frame(frame) => {
@@ -313,7 +307,7 @@ impl WsWriter {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(end) => end,
         };
-        this.done = end;
+        self.done = end;
         if buf.is_empty() {
             Poll::Ready(None)
         } else {

@@ -30,8 +30,6 @@
 
 mod codec;
 
-/// The writer's maps hash keys it has just built (foldhash: fast, and the keys are ours).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -49,6 +47,9 @@ use super::{
     MediaRecord, MemberRecord, Page, RoomRecord, Store, StoreError, StoreResult, StoredMessage,
 };
 use crate::ids::{GroupId, MessageId, RoomId, UserId, now_ms};
+
+/// The writer's maps hash keys it has just built (foldhash: fast, and the keys are ours).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// How many writes (messages, for a batch of appends) may wait for the writer at once before
 /// callers wait for room.
