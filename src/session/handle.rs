@@ -141,6 +141,15 @@ pub struct Outbound {
 /// Takes queued frames without waiting.
 pub struct Receiver(SessionHandle);
 
+/// Where [`Outbound::poll_drain`] puts what it takes from the queue.
+pub trait Sink {
+    /// Called before the items when data frames follow: `frames` of them, with `bytes` of
+    /// payload in all, so the sink can size its buffer once.
+    fn reserve(&mut self, frames: usize, bytes: usize);
+    /// One item, in order.
+    fn write(&mut self, item: Item);
+}
+
 /// Nothing is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Empty;
@@ -340,30 +349,34 @@ impl Outbound {
     }
 
     /// Hands the writer any control frame and up to `max` queued frames, in order (under the
-    /// queue's lock, so `write` must only copy). `Ready(true)` means the connection's output
+    /// queue's lock, so the sink must only copy). `Ready(true)` means the connection's output
     /// is over (after a close, if one was asked for); `Ready(false)` that something was
     /// written; `Pending` that nothing was, and the caller's waker is kept for the next frame.
     pub fn poll_drain(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
-        mut write: impl FnMut(Item),
+        sink: &mut impl Sink,
     ) -> Poll<bool> {
         let mut queue = self.handle.queue();
+        let frames = queue.frames.len().min(max);
+        if frames > 0 {
+            sink.reserve(
+                frames,
+                queue.frames.iter().take(frames).map(Bytes::len).sum(),
+            );
+        }
         let mut wrote = false;
         if std::mem::take(&mut queue.ping) {
-            write(Item::Control(Control::Ping));
+            sink.write(Item::Control(Control::Ping));
             wrote = true;
         }
         if let Some(payload) = queue.pong.take() {
-            write(Item::Control(Control::Pong(payload)));
+            sink.write(Item::Control(Control::Pong(payload)));
             wrote = true;
         }
-        for _ in 0..max {
-            let Some(frame) = queue.frames.pop_front() else {
-                break;
-            };
-            write(Item::Frame(frame));
+        for frame in queue.frames.drain(..frames) {
+            sink.write(Item::Frame(frame));
             wrote = true;
         }
         if queue.frames.is_empty() {
@@ -372,7 +385,7 @@ impl Outbound {
             }
             if queue.ended {
                 if let Some(close) = queue.close.take() {
-                    write(Item::Close(close));
+                    sink.write(Item::Close(close));
                 }
                 return Poll::Ready(true);
             }

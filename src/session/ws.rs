@@ -40,7 +40,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::handle::{Close, Control, Item, Outbound, SessionHandle, Transport, Trouble};
+use super::handle::{Close, Control, Item, Outbound, SessionHandle, Sink, Transport, Trouble};
 use super::ratelimit::{RateLimiter, Verdict};
 use crate::actors::Responder;
 use crate::actors::group::{GroupActor, Subscribe, Unsubscribe};
@@ -71,6 +71,8 @@ pub mod close {
 
 /// Most frames the writer takes from the queue per poll (one socket write for all of them).
 const WRITE_BATCH: usize = 64;
+/// The longest header of an unmasked frame (RFC 6455 §5.2): two bytes and an 8-byte length.
+const MAX_HEADER: usize = 10;
 /// How long a close frame may wait for a socket that does not drain.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Room addresses a connection remembers for rooms it has not entered.
@@ -202,24 +204,43 @@ pub async fn serve_upgrade(
 /// The writer's loop: what the queue holds, framed by [`WsWriter`], written to the socket
 /// batch by batch; then the write side is shut down. It ends early when the socket fails,
 /// and gives a client that stops reading [`CLOSE_WAIT`] after the connection has ended.
+///
+/// Nearly every write completes at once (the socket has room). Only a write that has to wait
+/// also watches for the connection's end, so the per-batch path polls nothing else.
 async fn write_out(mut writer: WsWriter, mut socket: OwnedWriteHalf, handle: SessionHandle) {
-    let write = async {
-        while let Some(chunk) = std::future::poll_fn(|cx| writer.poll_chunk(cx)).await {
-            if let Err(e) = socket.write_all(&chunk).await {
-                tracing::debug!(error = %e, "websocket write failed");
-                return;
+    // When a client that does not drain its socket is given up on, once the connection ended.
+    let mut give_up = None;
+    while let Some(chunk) = std::future::poll_fn(|cx| writer.poll_chunk(cx)).await {
+        let mut write = pin!(socket.write_all(&chunk));
+        let written = match futures_util::poll!(write.as_mut()) {
+            Poll::Ready(written) => written,
+            Poll::Pending => {
+                let abandon = async {
+                    let at = match give_up {
+                        Some(at) => at,
+                        None => {
+                            handle.ended().await;
+                            *give_up.insert(tokio::time::Instant::now() + CLOSE_WAIT)
+                        }
+                    };
+                    tokio::time::sleep_until(at).await;
+                };
+                tokio::select! {
+                    biased;
+                    written = write => written,
+                    () = abandon => {
+                        tracing::debug!("websocket writer abandoned a socket that does not drain");
+                        break;
+                    }
+                }
             }
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "websocket write failed");
+            break;
         }
-        let _ = socket.shutdown().await;
-    };
-    let deadline = async {
-        handle.ended().await;
-        tokio::time::sleep(CLOSE_WAIT).await;
-    };
-    tokio::select! {
-        () = write => {}
-        () = deadline => tracing::debug!("websocket writer abandoned a socket that does not drain"),
     }
+    let _ = socket.shutdown().await;
     // Dropping the writer (and its queue) tells the reader that the socket is gone.
     drop(writer);
 }
@@ -284,26 +305,8 @@ impl WsWriter {
             return Poll::Ready(None);
         }
         let mut buf = BytesMut::new();
-        let end = match self
-            .outbound
-            .poll_drain(cx, WRITE_BATCH, |item| match item {
-                Item::Frame(frame) => {
-                    Parser::write_message(&mut buf, frame, OpCode::Binary, true, false)
-                }
-                Item::Control(Control::Ping) => {
-                    Parser::write_message(&mut buf, b"", OpCode::Ping, true, false);
-                }
-                Item::Control(Control::Pong(payload)) => {
-                    Parser::write_message(&mut buf, payload, OpCode::Pong, true, false);
-                }
-                Item::Close(Close { code, reason }) => {
-                    let reason = CloseReason {
-                        code: CloseCode::Other(code),
-                        description: Some(reason.to_owned()),
-                    };
-                    Parser::write_close(&mut buf, Some(reason), false);
-                }
-            }) {
+        let drained = self.outbound.poll_drain(cx, WRITE_BATCH, &mut buf);
+        let end = match drained {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(end) => end,
         };
@@ -312,6 +315,33 @@ impl WsWriter {
             Poll::Ready(None)
         } else {
             Poll::Ready(Some(buf.freeze()))
+        }
+    }
+}
+
+/// The writer's buffer: every item framed as RFC 6455 §5.2 says (unmasked, as a server
+/// sends), the batch's data frames in one allocation.
+impl Sink for BytesMut {
+    fn reserve(&mut self, frames: usize, bytes: usize) {
+        BytesMut::reserve(self, bytes + frames * MAX_HEADER);
+    }
+
+    fn write(&mut self, item: Item) {
+        match item {
+            Item::Frame(frame) => Parser::write_message(self, frame, OpCode::Binary, true, false),
+            Item::Control(Control::Ping) => {
+                Parser::write_message(self, b"", OpCode::Ping, true, false);
+            }
+            Item::Control(Control::Pong(payload)) => {
+                Parser::write_message(self, payload, OpCode::Pong, true, false);
+            }
+            Item::Close(Close { code, reason }) => {
+                let reason = CloseReason {
+                    code: CloseCode::Other(code),
+                    description: Some(reason.to_owned()),
+                };
+                Parser::write_close(self, Some(reason), false);
+            }
         }
     }
 }

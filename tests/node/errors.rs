@@ -1,6 +1,7 @@
 //! Bad input over WebSocket (§3.4): every error code a client can provoke, garbage frames, text
 //! frames, the frame limit (1009), the rate limit (and 4009), the slow-consumer close (4008),
-//! and the 401 before any upgrade. After an `err` the connection stays usable.
+//! letting go of a client that never reads again, and the 401 before any upgrade. After an
+//! `err` the connection stays usable.
 
 use std::time::Duration;
 
@@ -179,6 +180,48 @@ async fn rate_limit_then_abuse_close() {
         c.send(json!({"t": "ping"})).await;
     }
     assert_eq!(c.closed(Duration::from_secs(5)).await, Closed::Code(4009));
+}
+
+/// The node's open TCP sockets (its listener and its connections).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the node's descriptors")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_again_is_let_go() {
+    let node = TestNode::spawn(&[("CHATNODE_LIMIT_OUTBOUND_QUEUE", "64")]);
+    node.rest(&token("alice"))
+        .create_room(G, "flood", &["bob"])
+        .await;
+    let mut alice = node.connect("alice").await;
+    alice.enter(G, "flood").await;
+    let mut bob = node.connect("bob").await;
+    bob.enter(G, "flood").await;
+    let with_bob = sockets_of(node.pid());
+    // Bob stops reading for good; his socket's buffers fill, then his queue overflows, and
+    // his connection ends with a close frame the node can never write.
+    let text = "f".repeat(16_000);
+    for i in 0..1000u64 {
+        alice.say(G, "flood", &text, &format!("f{i}")).await;
+    }
+    // Ten seconds after the end (the writer's grace for a socket that does not drain), the
+    // node lets go of bob's socket and keeps alice's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sockets_of(node.pid()) >= with_bob {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node still holds bob's socket ({} sockets)",
+            sockets_of(node.pid())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sockets_of(node.pid()), with_bob - 1);
+    assert_usable(&mut alice).await;
+    drop(bob);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
