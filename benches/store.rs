@@ -303,9 +303,57 @@ fn chat_list(c: &mut Criterion) {
     }
 }
 
+/// The read cursors of a room of 5,000 present members, saved after one message moved them
+/// all (what a big room's periodic cursor flush hands the store), in the order of the room's
+/// set of moved cursors.
+fn big_room_cursors(c: &mut Criterion) {
+    const MEMBERS: usize = 5_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let group = GroupId::parse("big").expect("id");
+    let room = RoomId::parse("hall").expect("id");
+    let users: std::collections::HashSet<UserId> = (0..MEMBERS)
+        .map(|u| UserId::parse(&format!("user{u}")).expect("id"))
+        .collect();
+    let owner = users.iter().next().expect("a member").clone();
+    runtime.block_on(async {
+        store
+            .create_room(
+                record(&group, &room, &owner),
+                users.iter().map(member).collect(),
+            )
+            .await
+            .expect("create");
+    });
+    let mut cursor = 0u64;
+    c.bench_function("cursors of 5,000 members saved", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    cursor += 1;
+                    let cursors = users.iter().map(|u| (u.clone(), cursor, cursor)).collect();
+                    let start = Instant::now();
+                    store
+                        .save_cursors(&group, &room, cursors)
+                        .await
+                        .expect("save");
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(8));
-    targets = store_benches, chat_list
+    targets = store_benches, chat_list, big_room_cursors
 }
 criterion_main!(benches);
