@@ -895,13 +895,12 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
         WriteOp::SaveCursors {
             group,
             room,
-            cursors,
+            mut cursors,
             done: tx,
         } => {
             let result = (|| {
                 // In key order (the room's members share the key's prefix): each lookup then
                 // finds the memtable's path and the table blocks of the one before it.
-                let mut cursors = cursors;
                 cursors.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 let mut writes = Vec::with_capacity(cursors.len());
                 for (user, cursor, cursor_seq) in cursors {
