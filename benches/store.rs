@@ -50,18 +50,22 @@ async fn setup(store: &EmbeddedStore, group: &GroupId, user: &UserId) -> Vec<Roo
 }
 
 /// Times `iters` bursts of [`BURST`] messages for criterion and keeps each burst's rate in
-/// `rates`. `burst` starts one burst's writes and returns what waits for all of them.
-fn timed_bursts<W: Future<Output = ()>>(
+/// `rates`. `prepare` builds one burst's messages, untimed (the store's callers hand over
+/// messages they already hold); `burst` starts their writes and returns what waits for all of
+/// them, which is what is timed.
+fn timed_bursts<I, W: Future<Output = ()>>(
     runtime: &tokio::runtime::Runtime,
     iters: u64,
     rates: &mut Vec<f64>,
-    mut burst: impl FnMut() -> W,
+    mut prepare: impl FnMut() -> I,
+    mut burst: impl FnMut(I) -> W,
 ) -> Duration {
     runtime.block_on(async {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
+            let input = prepare();
             let start = Instant::now();
-            burst().await;
+            burst(input).await;
             let elapsed = start.elapsed();
             rates.push(BURST as f64 / elapsed.as_secs_f64());
             total += elapsed;
@@ -112,20 +116,28 @@ fn store_benches(c: &mut Criterion) {
     let mut rates = Vec::new();
     c.bench_function("embedded store durable append (batched)", |b| {
         b.iter_custom(|iters| {
-            timed_bursts(&runtime, iters, &mut rates, || {
-                let tasks: Vec<_> = batched_rooms
+            let prepare = || {
+                batched_rooms
                     .iter()
-                    .map(|room| {
-                        let store = batched_store.clone();
-                        let (group, room, user) = (group.clone(), room.clone(), user.clone());
+                    .map(|_| {
                         let first = next_id;
                         next_id += PER_ROOM;
-                        tokio::spawn(async move {
-                            let msgs = (first..first + PER_ROOM)
-                                .map(|id| message(id, id, &user))
-                                .collect();
-                            store.append_messages(&group, &room, msgs).await
-                        })
+                        (first..first + PER_ROOM)
+                            .map(|id| message(id, id, &user))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            timed_bursts(&runtime, iters, &mut rates, prepare, |batches| {
+                let tasks: Vec<_> = batched_rooms
+                    .iter()
+                    .zip(batches)
+                    .map(|(room, msgs)| {
+                        let store = batched_store.clone();
+                        let (group, room) = (group.clone(), room.clone());
+                        tokio::spawn(
+                            async move { store.append_messages(&group, &room, msgs).await },
+                        )
                     })
                     .collect();
                 async {
@@ -149,19 +161,24 @@ fn store_benches(c: &mut Criterion) {
     let mut rates = Vec::new();
     c.bench_function("durable append, 10k concurrent over 100 rooms", |b| {
         b.iter_custom(|iters| {
-            timed_bursts(&runtime, iters, &mut rates, || {
-                let tasks: Vec<_> = (0..BURST)
-                    .map(|i| {
-                        let store = store.clone();
-                        let room = rooms[(i as usize) % ROOMS].clone();
-                        let (group, user) = (group.clone(), user.clone());
+            let prepare = || {
+                (0..BURST)
+                    .map(|_| {
                         let id = next_id;
                         next_id += 1;
-                        tokio::spawn(async move {
-                            store
-                                .append_message(&group, &room, message(id, id, &user))
-                                .await
-                        })
+                        message(id, id, &user)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            timed_bursts(&runtime, iters, &mut rates, prepare, |msgs| {
+                let tasks: Vec<_> = msgs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, msg)| {
+                        let store = store.clone();
+                        let room = rooms[i % ROOMS].clone();
+                        let group = group.clone();
+                        tokio::spawn(async move { store.append_message(&group, &room, msg).await })
                     })
                     .collect();
                 async {
