@@ -4,6 +4,9 @@
 //!
 //! Criterion reports the mean; the targets are stated as throughput and p99, so each bench also
 //! prints those from its own samples.
+//!
+//! `STORE_BENCH_NAMES=short|uuid|default` picks the length of the group and room names in the
+//! append benches (see [`names`]): `STORE_BENCH_NAMES=uuid cargo bench --bench store`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,10 +39,28 @@ fn message(id: u64, seq: u64, from: &UserId) -> StoredMessage {
     }
 }
 
+/// The names of the append benches' group and rooms, from `STORE_BENCH_NAMES`: `short` (`b`,
+/// `r0`..), `uuid` (36-character UUIDs, as many apps name things), or the default (`bench`,
+/// `room0`..). The store's keys begin with both names, so their length weighs on every key
+/// comparison in the memtable.
+fn names() -> (GroupId, fn(usize) -> String) {
+    let (group, room): (&str, fn(usize) -> String) =
+        match std::env::var("STORE_BENCH_NAMES").as_deref() {
+            Ok("short") => ("b", |r| format!("r{r}")),
+            Ok("uuid") => ("3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f", |r| {
+                format!("8e7d6c5b-4a39-4281-b7c6-d5e4f3a2b{r:03}")
+            }),
+            Ok("default") | Err(_) => ("bench", |r| format!("room{r}")),
+            Ok(other) => panic!("STORE_BENCH_NAMES is short, uuid or default, not {other}"),
+        };
+    (GroupId::parse(group).expect("a group id"), room)
+}
+
 async fn setup(store: &EmbeddedStore, group: &GroupId, user: &UserId) -> Vec<RoomId> {
+    let (_, room_name) = names();
     let mut rooms = Vec::new();
     for r in 0..ROOMS {
-        let room = RoomId::parse(&format!("room{r}")).expect("id");
+        let room = RoomId::parse(&room_name(r)).expect("a room id");
         store
             .create_room(record(group, &room, user), vec![member(user)])
             .await
@@ -98,7 +119,7 @@ fn store_benches(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let group = GroupId::parse("bench").expect("id");
+    let (group, _) = names();
     let user = UserId::parse("author").expect("id");
     let rooms = runtime.block_on(setup(&store, &group, &user));
     let mut next_id = 1u64;
