@@ -20,15 +20,21 @@
 //! - `rooms`: `group\0room` → [`RoomRecord`]
 //! - `members`: `group\0room\0user` → [`MemberRecord`]
 //! - `user_rooms`: `user\0group\0room` → [`RoomRecord`] (a copy, for the chat list)
-//! - `messages`: `group\0room\0` + id (8 bytes, big endian) → [`StoredMessage`]
+//! - `room_numbers`: `group\0room` → the room's number (8 bytes), given with its first message;
+//!   `\0next` → the next number to give
+//! - `room_messages`: the room's number, spread ([`RoomNo::prefix`]), + id (8 bytes, big
+//!   endian) → [`StoredMessage`]. Sixteen bytes, which fjall keeps inline: comparing two keys
+//!   in the memtable costs the same however long the names (the named layout, with both names
+//!   in every key, cost a fifth of the append rate with UUID names; `migrate` moves it)
 //! - `activity`: `group\0room` → `codec::Activity` (member count and last message)
-//! - `idem`: `group\0room\0user\0cmid` → `codec::IdemEntry`
+//! - `room_idem`: the room's number, spread, + `user\0cmid` → `codec::IdemEntry`
 //! - `media`: media id → [`MediaRecord`]
 //! - `room_media`: `group\0room\0` + media id → nothing (a room's media, for deleting the room)
 //! - `devices`: `user\0token` → [`DeviceRecord`] (push devices)
 //! - `mutes`: `group\0room\0user` → the time it was muted (a muted room sends that user no push)
 
 mod codec;
+mod migrate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -64,6 +70,8 @@ const MAX_BATCH: usize = 8_192;
 /// price is memory: a busy keyspace holds up to this much (plus one sealed memtable while it
 /// is flushed), and a restart replays up to that much journal.
 const MEMTABLE_BYTES: u64 = 128 * 1024 * 1024;
+/// Most room numbers the writer keeps in memory (each a room key and 8 bytes).
+const MAX_CACHED_NUMBERS: usize = 100_000;
 /// How often expired idempotency keys are swept away.
 const SWEEP_EVERY: Duration = Duration::from_secs(3_600);
 
@@ -110,17 +118,41 @@ fn user_room_key(user: &UserId, group: &GroupId, room: &RoomId) -> Vec<u8> {
     ])
 }
 
-/// A message's key from its room's key (`group\0room`).
-fn message_key_in(room_key: &[u8], id: MessageId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(room_key.len() + 9);
-    k.extend_from_slice(room_key);
-    k.push(0);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
+/// The number a room's messages and idempotency keys are filed under (see [`RoomNo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RoomNo(u64);
+
+impl RoomNo {
+    /// Spreads consecutive numbers over the whole key space (an odd multiplier is a bijection
+    /// of `u64`), so two rooms' keys already differ in the first bytes fjall compares.
+    const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    /// The first 8 bytes of every key of the room in `messages` and `idem`.
+    fn prefix(self) -> [u8; 8] {
+        self.0.wrapping_mul(Self::SPREAD).to_be_bytes()
+    }
+
+    fn to_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> StoreResult<Self> {
+        let raw: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("a room number is not 8 bytes".into()))?;
+        Ok(Self(u64::from_be_bytes(raw)))
+    }
 }
 
-fn message_key(group: &GroupId, room: &RoomId, id: MessageId) -> Vec<u8> {
-    message_key_in(&room_key(group, room), id)
+/// `room_numbers` key of the next number to give (a room key never starts with `\0`).
+const NEXT_ROOM_NO: &[u8] = b"\0next";
+
+/// A message's key: its room's number, then its id (16 bytes, which fjall keeps inline).
+fn message_key(room: RoomNo, id: MessageId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&room.prefix());
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
 }
 
 /// `group\0room\0id`: a room's media, in `room_media`.
@@ -142,13 +174,14 @@ fn devices_prefix(user: &UserId) -> Vec<u8> {
     k
 }
 
-fn idem_key(group: &GroupId, room: &RoomId, user: &UserId, cmid: &str) -> Vec<u8> {
-    key(&[
-        group.as_str().as_bytes(),
-        room.as_str().as_bytes(),
-        user.as_str().as_bytes(),
-        cmid.as_bytes(),
-    ])
+/// An idempotency key: the room's number, then `user\0cmid`.
+fn idem_key(room: RoomNo, user: &UserId, cmid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + user.as_str().len() + 1 + cmid.len());
+    k.extend_from_slice(&room.prefix());
+    k.extend_from_slice(user.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(cmid.as_bytes());
+    k
 }
 
 /// The open keyspaces, cheap to clone into blocking tasks.
@@ -165,6 +198,7 @@ struct Tables {
     room_media: Keyspace,
     devices: Keyspace,
     mutes: Keyspace,
+    numbers: Keyspace,
 }
 
 /// The keyspaces a batch writes through its overlay (room activity has its own slots).
@@ -179,9 +213,10 @@ enum Table {
     RoomMedia,
     Devices,
     Mutes,
+    Numbers,
 }
 
-const TABLES: [Table; 9] = [
+const TABLES: [Table; 10] = [
     Table::Rooms,
     Table::Members,
     Table::UserRooms,
@@ -191,6 +226,7 @@ const TABLES: [Table; 9] = [
     Table::RoomMedia,
     Table::Devices,
     Table::Mutes,
+    Table::Numbers,
 ];
 
 impl Tables {
@@ -205,19 +241,30 @@ impl Tables {
             })
             .map_err(io_err)
         };
-        Ok(Self {
+        let tables = Self {
             rooms: open("rooms")?,
             members: open("members")?,
             user_rooms: open("user_rooms")?,
-            messages: open("messages")?,
+            messages: open("room_messages")?,
             activity: open("activity")?,
-            idem: open("idem")?,
+            idem: open("room_idem")?,
             media: open("media")?,
             room_media: open("room_media")?,
             devices: open("devices")?,
             mutes: open("mutes")?,
+            numbers: open("room_numbers")?,
             db,
-        })
+        };
+        migrate::named_keys(&tables)?;
+        Ok(tables)
+    }
+
+    /// The number a room's messages are filed under; `None` before its first message.
+    fn number(&self, room_key: &[u8]) -> StoreResult<Option<RoomNo>> {
+        match self.numbers.get(room_key).map_err(io_err)? {
+            Some(bytes) => RoomNo::from_bytes(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn table(&self, table: Table) -> &Keyspace {
@@ -231,6 +278,7 @@ impl Tables {
             Table::RoomMedia => &self.room_media,
             Table::Devices => &self.devices,
             Table::Mutes => &self.mutes,
+            Table::Numbers => &self.numbers,
         }
     }
 
@@ -258,9 +306,12 @@ impl Tables {
         before: Option<MessageId>,
         limit: usize,
     ) -> StoreResult<Page> {
-        let start = message_key_in(room_key, 0);
+        let Some(room) = self.number(room_key)? else {
+            return Ok(Page::default());
+        };
+        let start = message_key(room, 0);
         // Snowflakes never reach `u64::MAX`, so an exclusive end there misses nothing.
-        let end = message_key_in(room_key, before.unwrap_or(u64::MAX));
+        let end = message_key(room, before.unwrap_or(u64::MAX));
         let mut msgs = Vec::with_capacity(limit.min(256));
         let mut more = false;
         let mut ids = Ids::default();
@@ -283,8 +334,11 @@ impl Tables {
                 more: false,
             });
         };
-        let start = message_key_in(room_key, start_id);
-        let end = message_key_in(room_key, u64::MAX);
+        let Some(room) = self.number(room_key)? else {
+            return Ok(Page::default());
+        };
+        let start = message_key(room, start_id);
+        let end = message_key(room, u64::MAX);
         let mut msgs = Vec::with_capacity(limit.min(256));
         let mut more = false;
         let mut ids = Ids::default();
@@ -457,6 +511,14 @@ struct Batch<'t> {
     overlay: [HashMap<Slice, Option<Slice>>; TABLES.len()],
     /// Room key → the room's activity, read once per batch and kept decoded.
     activity: HashMap<Vec<u8>, ActivitySlot>,
+    /// Room key → its number, as committed or given in this batch. Kept across batches (the
+    /// writer reuses its batch): only the writer gives or takes numbers.
+    numbers: HashMap<Vec<u8>, RoomNo>,
+    /// Numbers given in this batch (forgotten again if it fails).
+    given: Vec<Vec<u8>>,
+    /// The next number to give, once read; and as the last commit left it.
+    next_number: Option<u64>,
+    committed_next: Option<u64>,
     /// When the batch began (for the idempotency window).
     now: i64,
 }
@@ -467,8 +529,54 @@ impl<'t> Batch<'t> {
             tables,
             overlay: Default::default(),
             activity: HashMap::default(),
+            numbers: HashMap::default(),
+            given: Vec::new(),
+            next_number: None,
+            committed_next: None,
             now: now_ms(),
         }
+    }
+
+    /// The number the room whose key is `room_key` files its messages under. A room without
+    /// one gets the next number when `give` is set (its first message); otherwise `None`.
+    fn number(&mut self, room_key: &[u8], give: bool) -> StoreResult<Option<RoomNo>> {
+        if let Some(number) = self.numbers.get(room_key) {
+            return Ok(Some(*number));
+        }
+        let found = match self.map(Table::Numbers).get(room_key) {
+            Some(Some(bytes)) => Some(RoomNo::from_bytes(bytes)?),
+            // Taken back in this batch (the room was deleted).
+            Some(None) => None,
+            None => self.tables.number(room_key)?,
+        };
+        if let Some(number) = found {
+            self.numbers.insert(room_key.to_vec(), number);
+            return Ok(Some(number));
+        }
+        if !give {
+            return Ok(None);
+        }
+        let next = match self.next_number {
+            Some(next) => next,
+            None => match self.tables.numbers.get(NEXT_ROOM_NO).map_err(io_err)? {
+                Some(bytes) => RoomNo::from_bytes(&bytes)?.0,
+                None => 1,
+            },
+        };
+        let number = RoomNo(next);
+        self.next_number = Some(next + 1);
+        self.put_slices(Table::Numbers, room_key, &number.to_bytes());
+        self.put_slices(Table::Numbers, NEXT_ROOM_NO, &RoomNo(next + 1).to_bytes());
+        self.numbers.insert(room_key.to_vec(), number);
+        self.given.push(room_key.to_vec());
+        Ok(Some(number))
+    }
+
+    /// Takes a deleted room's number back (its keys are deleted with it).
+    fn forget_number(&mut self, room_key: &[u8]) {
+        self.numbers.remove(room_key);
+        self.map_mut(Table::Numbers)
+            .insert(Slice::new(room_key), None);
     }
 
     fn map(&self, table: Table) -> &HashMap<Slice, Option<Slice>> {
@@ -585,8 +693,10 @@ impl<'t> Batch<'t> {
                 continue;
             };
             // The last message as this batch leaves it (appended or edited here), else as read.
+            let number = self.numbers.get(&rk).copied();
             let last = state.last.as_ref().and_then(|(id, read)| {
-                match messages.get(message_key_in(&rk, *id).as_slice()) {
+                let written = number.and_then(|n| messages.get(message_key(n, *id).as_slice()));
+                match written {
                     Some(Some(bytes)) => Some(bytes.as_slice()),
                     _ => (!read.is_empty()).then_some(read.as_slice()),
                 }
@@ -608,15 +718,27 @@ impl<'t> Batch<'t> {
                 }
             }
         }
-        batch.commit().map_err(io_err)
+        batch.commit().map_err(io_err)?;
+        self.given.clear();
+        self.committed_next = self.next_number;
+        if self.numbers.len() > MAX_CACHED_NUMBERS {
+            // Read again from `room_numbers` as rooms come back.
+            self.numbers.clear();
+        }
+        Ok(())
     }
 
-    /// Forgets everything written since the last commit (after a failed commit).
+    /// Forgets everything written since the last commit (after a failed commit), numbers
+    /// given included.
     fn clear(&mut self) {
         self.activity.clear();
         for map in &mut self.overlay {
             map.clear();
         }
+        for room_key in self.given.drain(..) {
+            self.numbers.remove(&room_key);
+        }
+        self.next_number = self.committed_next;
     }
 }
 
@@ -675,20 +797,27 @@ fn append(
     msgs: Vec<StoredMessage>,
 ) -> StoreResult<Vec<AppendOutcome>> {
     let rk = room_key(group, room);
+    if msgs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The room's first message gives it its number. (Should a read below fail, the number
+    // stays given: it files nothing yet and is never given twice.)
+    let number = batch
+        .number(&rk, true)?
+        .ok_or_else(|| StoreError::Corrupt("no room number given".into()))?;
     // Every idempotency key of the call, back to back in one buffer.
     let mut key_bytes = Vec::new();
     let spans: Vec<Option<std::ops::Range<usize>>> = msgs
         .iter()
         .map(|m| {
             m.cmid.as_deref().map(|cmid| {
-                // `group\0room\0user\0cmid`, as `idem_key` builds it.
+                // As `idem_key` builds it.
                 let start = key_bytes.len();
-                key_bytes.extend_from_slice(&rk);
-                key_bytes.push(0);
+                key_bytes.extend_from_slice(&number.prefix());
                 key_bytes.extend_from_slice(m.from.as_str().as_bytes());
                 key_bytes.push(0);
                 key_bytes.extend_from_slice(cmid.as_bytes());
-                debug_assert_eq!(key_bytes[start..], idem_key(group, room, &m.from, cmid));
+                debug_assert_eq!(key_bytes[start..], idem_key(number, &m.from, cmid));
                 start..key_bytes.len()
             })
         })
@@ -716,7 +845,7 @@ fn append(
             None => match batch.get::<IdemEntry>(Table::Idem, ik)? {
                 Some(entry) if batch.now - entry.ts < IDEMPOTENCY_WINDOW_MS => {
                     match batch
-                        .get::<StoredMessage>(Table::Messages, &message_key_in(&rk, entry.id))?
+                        .get::<StoredMessage>(Table::Messages, &message_key(number, entry.id))?
                     {
                         Some(first) => AppendOutcome::Duplicate(first),
                         None => AppendOutcome::Stored,
@@ -734,8 +863,6 @@ fn append(
     batch.activity(&rk)?;
     // Writes: none of them can fail. Keys and records are built in two reused buffers.
     let mut newest = None;
-    let mut mk = message_key_in(&rk, 0);
-    let id_at = mk.len() - 8;
     let mut record = Vec::with_capacity(256);
     for ((msg, span), outcome) in msgs.iter().zip(&spans).zip(&outcomes) {
         if *outcome != AppendOutcome::Stored {
@@ -748,10 +875,9 @@ fn append(
             };
             batch.put_slices(Table::Idem, key_of(span), &entry.to_bytes());
         }
-        mk[id_at..].copy_from_slice(&msg.id.to_be_bytes());
         record.clear();
         write_message(&mut record, msg);
-        batch.put_slices(Table::Messages, &mk, &record);
+        batch.put_slices(Table::Messages, &message_key(number, msg.id), &record);
         newest = newest.max(Some(msg.id));
     }
     if let Some(newest) = newest {
@@ -776,7 +902,7 @@ fn delete_room(batch: &mut Batch<'_>, group: &GroupId, room: &RoomId) -> StoreRe
         }
         batch.remove(Table::Members, mk);
     }
-    for table in [Table::Messages, Table::Idem, Table::RoomMedia, Table::Mutes] {
+    for table in [Table::RoomMedia, Table::Mutes] {
         for k in batch.keys_with_prefix(table, &prefix)? {
             if table == Table::RoomMedia {
                 // The key ends with the media id, after the room's prefix.
@@ -786,6 +912,14 @@ fn delete_room(batch: &mut Batch<'_>, group: &GroupId, room: &RoomId) -> StoreRe
         }
     }
     let rk = room_key(group, room);
+    if let Some(number) = batch.number(&rk, false)? {
+        for table in [Table::Messages, Table::Idem] {
+            for k in batch.keys_with_prefix(table, &number.prefix())? {
+                batch.remove(table, k);
+            }
+        }
+        batch.forget_number(&rk);
+    }
     let slot = batch.activity(&rk)?;
     slot.state = None;
     slot.dirty = true;
@@ -937,7 +1071,10 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
         } => {
             let result = (|| {
                 let rk = room_key(&group, &room);
-                let mk = message_key_in(&rk, msg.id);
+                let Some(number) = batch.number(&rk, false)? else {
+                    return Ok(());
+                };
+                let mk = message_key(number, msg.id).to_vec();
                 let Some(existing) = batch.get::<StoredMessage>(Table::Messages, &mk)? else {
                     return Ok(());
                 };
@@ -1336,8 +1473,12 @@ impl Store for EmbeddedStore {
         room: &RoomId,
         id: MessageId,
     ) -> StoreResult<Option<StoredMessage>> {
-        let mk = message_key(group, room, id);
-        self.read(move |t| t.get(Table::Messages, &mk)).await
+        let rk = room_key(group, room);
+        self.read(move |t| match t.number(&rk)? {
+            Some(number) => t.get(Table::Messages, &message_key(number, id)),
+            None => Ok(None),
+        })
+        .await
     }
 
     async fn messages_before(
@@ -1372,8 +1513,11 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Option<StoredMessage>> {
         let rk = room_key(group, room);
         self.read(move |t| {
-            let start = message_key_in(&rk, 0);
-            let end = message_key_in(&rk, id);
+            let Some(number) = t.number(&rk)? else {
+                return Ok(None);
+            };
+            let start = message_key(number, 0);
+            let end = message_key(number, id);
             match t.messages.range(start..=end).next_back() {
                 Some(guard) => {
                     let (_, value) = guard.into_inner().map_err(io_err)?;
@@ -1576,10 +1720,17 @@ mod tests {
         one_batch(&tables, vec![append, delete]);
         let mut rx = rx;
         assert!(matches!(rx.try_recv(), Ok(Ok(o)) if o.len() == 2));
-        let prefix = room_prefix(&group, &room);
-        for ks in [&tables.messages, &tables.idem, &tables.members] {
-            assert_eq!(ks.prefix(&prefix).count(), 0);
+        assert_eq!(tables.members.prefix(room_prefix(&group, &room)).count(), 0);
+        // The only room's messages, idempotency keys and number are all gone.
+        for ks in [&tables.messages, &tables.idem] {
+            assert_eq!(ks.iter().count(), 0);
         }
+        assert!(
+            tables
+                .number(&room_key(&group, &room))
+                .expect("get")
+                .is_none()
+        );
         assert!(
             tables
                 .activity
@@ -1644,8 +1795,9 @@ mod tests {
         assert_eq!(list[0].last.as_ref().map(|m| m.id), Some(20));
     }
 
-    /// Records written by earlier versions (named MessagePack) are read, and rewritten in the
-    /// new layout when they change.
+    /// A data directory written by earlier versions (messages and idempotency keys filed under
+    /// the room's names, records in named MessagePack) is moved to numbered rooms when it
+    /// opens; its records are read, and rewritten in the new layout when they change.
     #[tokio::test]
     async fn a_data_directory_in_the_older_format_keeps_working() {
         #[derive(serde::Serialize)]
@@ -1658,43 +1810,64 @@ mod tests {
             id: MessageId,
             ts: i64,
         }
-        let dir = tempfile::tempdir().expect("dir");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
-        let (group, room, alice) = ids();
-        let t = &store.tables;
-        let old = message(7, &alice, "from before", Some("c-old"));
-        let put = |ks: &Keyspace, k: Vec<u8>, v: Vec<u8>| ks.insert(k, v).expect("insert");
         fn named<T: serde::Serialize>(value: &T) -> Vec<u8> {
             rmp_serde::to_vec_named(value).expect("encode")
         }
-        put(
-            &t.rooms,
-            room_key(&group, &room),
-            named(&record(&group, &room, &alice)),
-        );
-        put(
-            &t.user_rooms,
-            user_room_key(&alice, &group, &room),
-            named(&record(&group, &room, &alice)),
-        );
-        put(
-            &t.members,
-            member_key(&group, &room, &alice),
-            named(&member(&alice)),
-        );
-        put(&t.messages, message_key(&group, &room, 7), named(&old));
-        put(
-            &t.activity,
-            room_key(&group, &room),
-            named(&LegacyActivity {
-                members: 1,
-                last: Some(old.clone()),
-            }),
-        );
-        put(
-            &t.idem,
-            idem_key(&group, &room, &alice, "c-old"),
-            named(&LegacyIdem { id: 7, ts: old.ts }),
+        let dir = tempfile::tempdir().expect("dir");
+        let (group, room, alice) = ids();
+        let old = message(7, &alice, "from before", Some("c-old"));
+        {
+            let db = Database::builder(dir.path()).open().expect("old database");
+            let put = |name: &str, k: Vec<u8>, v: Vec<u8>| {
+                db.keyspace(name, KeyspaceCreateOptions::default)
+                    .expect("keyspace")
+                    .insert(k, v)
+                    .expect("insert");
+            };
+            put(
+                "rooms",
+                room_key(&group, &room),
+                named(&record(&group, &room, &alice)),
+            );
+            put(
+                "user_rooms",
+                user_room_key(&alice, &group, &room),
+                named(&record(&group, &room, &alice)),
+            );
+            put(
+                "members",
+                member_key(&group, &room, &alice),
+                named(&member(&alice)),
+            );
+            let mut message_key = room_prefix(&group, &room);
+            message_key.extend_from_slice(&7u64.to_be_bytes());
+            put("messages", message_key, named(&old));
+            put(
+                "activity",
+                room_key(&group, &room),
+                named(&LegacyActivity {
+                    members: 1,
+                    last: Some(old.clone()),
+                }),
+            );
+            put(
+                "idem",
+                key(&[
+                    group.as_str().as_bytes(),
+                    room.as_str().as_bytes(),
+                    alice.as_str().as_bytes(),
+                    b"c-old",
+                ]),
+                named(&LegacyIdem { id: 7, ts: old.ts }),
+            );
+            db.persist(PersistMode::SyncAll).expect("sync");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let t = &store.tables;
+        assert!(!t.db.keyspace_exists("messages") && !t.db.keyspace_exists("idem"));
+        assert_eq!(
+            t.number(&room_key(&group, &room)).expect("get"),
+            Some(RoomNo(1))
         );
         let list = store.chat_list(&alice, &group).await.expect("list");
         assert_eq!(list[0].last.as_ref(), Some(&old));
@@ -1721,6 +1894,78 @@ mod tests {
             .await
             .expect("page");
         assert_eq!(page.msgs, vec![old, new]);
+        store.close().await.expect("close");
+    }
+
+    /// A move to numbered rooms that stopped half way (the old keyspace still there, some of
+    /// its keys already copied and numbers given) is finished on the next start: numbers
+    /// already given are kept, rooms met for the first time get the next ones.
+    #[tokio::test]
+    async fn a_move_that_stopped_half_way_is_finished_on_the_next_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (group, room, alice) = ids();
+        let other = RoomId::parse("other").expect("id");
+        let (five, ten) = (
+            message(5, &alice, "moved late", None),
+            message(10, &alice, "new", None),
+        );
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        store
+            .create_room(record(&group, &room, &alice), vec![member(&alice)])
+            .await
+            .expect("create");
+        store
+            .append_message(&group, &room, ten.clone())
+            .await
+            .expect("append");
+        store.close().await.expect("close");
+        drop(store);
+        {
+            let db = Database::builder(dir.path()).open().expect("database");
+            let old = db
+                .keyspace("messages", KeyspaceCreateOptions::default)
+                .expect("keyspace");
+            for (r, msg) in [
+                (&room, &five),
+                (&other, &message(3, &alice, "elsewhere", None)),
+            ] {
+                let mut k = room_prefix(&group, r);
+                k.extend_from_slice(&msg.id.to_be_bytes());
+                old.insert(k, encode_message(msg)).expect("insert");
+            }
+            db.persist(PersistMode::SyncAll).expect("sync");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let t = &store.tables;
+        assert!(!t.db.keyspace_exists("messages"));
+        assert_eq!(
+            t.number(&room_key(&group, &room)).expect("get"),
+            Some(RoomNo(1))
+        );
+        assert_eq!(
+            t.number(&room_key(&group, &other)).expect("get"),
+            Some(RoomNo(2))
+        );
+        let page = store
+            .messages_before(&group, &room, None, 10)
+            .await
+            .expect("page");
+        assert_eq!(page.msgs, vec![five, ten]);
+        let page = store
+            .messages_before(&group, &other, None, 10)
+            .await
+            .expect("page");
+        assert_eq!(page.msgs.len(), 1);
+        // A room's first message after the move gets the number after those.
+        let third = RoomId::parse("third").expect("id");
+        store
+            .append_message(&group, &third, message(11, &alice, "hi", None))
+            .await
+            .expect("append");
+        assert_eq!(
+            t.number(&room_key(&group, &third)).expect("get"),
+            Some(RoomNo(3))
+        );
         store.close().await.expect("close");
     }
 }

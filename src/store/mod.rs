@@ -116,7 +116,7 @@ pub struct ChatListEntry {
 }
 
 /// A page of messages, oldest first, and whether more exist beyond it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
     pub msgs: Vec<StoredMessage>,
     pub more: bool,
