@@ -29,6 +29,7 @@ pub(super) fn named_keys(tables: &Tables) -> StoreResult<()> {
     if !db.keyspace_exists(OLD_MESSAGES) && !db.keyspace_exists(OLD_IDEM) {
         return Ok(());
     }
+    tracing::info!("moving the store to numbered room keys (once; an interrupted move resumes)");
     let mut numbers = Numbers::load(tables)?;
     let mut moved = [0usize; 2];
     for (i, (name, new, split)) in [
