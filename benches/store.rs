@@ -111,7 +111,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn store_benches(c: &mut Criterion) {
+/// A two-thread runtime and a store of its own in a temporary directory (kept while the
+/// directory lives).
+fn runtime_and_store() -> (
+    tokio::runtime::Runtime,
+    tempfile::TempDir,
+    Arc<EmbeddedStore>,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,6 +125,11 @@ fn store_benches(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    (runtime, dir, store)
+}
+
+fn store_benches(c: &mut Criterion) {
+    let (runtime, _dir, store) = runtime_and_store();
     let (group, _) = names();
     let user = UserId::parse("author").expect("id");
     let rooms = runtime.block_on(setup(&store, &group, &user));
@@ -269,13 +280,7 @@ fn store_benches(c: &mut Criterion) {
 
 /// The chat list of a user who is a member of 1,000 rooms, each with a recent message.
 fn chat_list(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let (runtime, _dir, store) = runtime_and_store();
     let group = GroupId::parse("lists").expect("id");
     let user = UserId::parse("busy").expect("id");
     runtime.block_on(async {
@@ -346,13 +351,7 @@ fn chat_list(c: &mut Criterion) {
 /// set of moved cursors.
 fn big_room_cursors(c: &mut Criterion) {
     const MEMBERS: usize = 5_000;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let (runtime, _dir, store) = runtime_and_store();
     let group = GroupId::parse("big").expect("id");
     let room = RoomId::parse("hall").expect("id");
     let users: std::collections::HashSet<UserId> = (0..MEMBERS)

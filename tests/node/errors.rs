@@ -211,16 +211,23 @@ fn node_holds_connection(pid: u32, node_port: u16, client_port: u16) -> bool {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_again_is_let_go() {
+/// A node whose connections queue at most 64 frames, and its room `flood`, which bob and then
+/// alice have entered.
+async fn flood_room() -> (TestNode, TestClient, TestClient) {
     let node = TestNode::spawn(&[("CHATNODE_LIMIT_OUTBOUND_QUEUE", "64")]);
     node.rest(&token("alice"))
         .create_room(G, "flood", &["bob"])
         .await;
-    let mut alice = node.connect("alice").await;
-    alice.enter(G, "flood").await;
     let mut bob = node.connect("bob").await;
     bob.enter(G, "flood").await;
+    let mut alice = node.connect("alice").await;
+    alice.enter(G, "flood").await;
+    (node, alice, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_again_is_let_go() {
+    let (node, mut alice, bob) = flood_room().await;
     let port_of = |client: &TestClient| match client.ws.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(stream) => {
             stream.local_addr().expect("local address").port()
@@ -256,14 +263,7 @@ async fn a_client_that_never_reads_again_is_let_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_4008() {
-    let node = TestNode::spawn(&[("CHATNODE_LIMIT_OUTBOUND_QUEUE", "64")]);
-    node.rest(&token("alice"))
-        .create_room(G, "flood", &["bob"])
-        .await;
-    let mut bob = node.connect("bob").await;
-    bob.enter(G, "flood").await;
-    let mut alice = node.connect("alice").await;
-    alice.enter(G, "flood").await;
+    let (_node, alice, mut bob) = flood_room().await;
     // Alice reads everything she is sent on her own task and sends with a window of ten
     // unacknowledged messages, so only bob is slow.
     let (mut alice_tx, mut alice_rx) = alice.ws.split();
