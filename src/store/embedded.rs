@@ -64,8 +64,8 @@ const MAX_QUEUED_WRITES: usize = 65_536;
 const MAX_BATCH: usize = 8_192;
 /// Memtable size per keyspace, set when a keyspace is created (fjall keeps it with the
 /// keyspace; stores created before keep fjall's default of 64 MiB). Larger memtables mean fewer
-/// flushes and fewer L0 tables to compact: every flush of `messages` overlaps all rooms' key
-/// ranges, so each compaction rewrites much of level 1. At 128 MiB the batched append bench
+/// flushes and fewer L0 tables to compact: every flush of `room_messages` overlaps all rooms'
+/// key ranges, so each compaction rewrites much of level 1. At 128 MiB the batched append bench
 /// ran 25 % faster than at 64 MiB, and 8 MiB was a third slower (docs/benchmarks.md). The
 /// price is memory: a busy keyspace holds up to this much (plus one sealed memtable while it
 /// is flushed), and a restart replays up to that much journal.
@@ -118,7 +118,8 @@ fn user_room_key(user: &UserId, group: &GroupId, room: &RoomId) -> Vec<u8> {
     ])
 }
 
-/// The number a room's messages and idempotency keys are filed under (see [`RoomNo`]).
+/// The number a room's messages and idempotency keys are filed under (see the module's list
+/// of keyspaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RoomNo(u64);
 
@@ -127,7 +128,7 @@ impl RoomNo {
     /// of `u64`), so two rooms' keys already differ in the first bytes fjall compares.
     const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
 
-    /// The first 8 bytes of every key of the room in `messages` and `idem`.
+    /// The first 8 bytes of every key of the room in `room_messages` and `room_idem`.
     fn prefix(self) -> [u8; 8] {
         self.0.wrapping_mul(Self::SPREAD).to_be_bytes()
     }
@@ -516,9 +517,8 @@ struct Batch<'t> {
     numbers: HashMap<Vec<u8>, RoomNo>,
     /// Numbers given in this batch (forgotten again if it fails).
     given: Vec<Vec<u8>>,
-    /// The next number to give, once read; and as the last commit left it.
+    /// The next number to give, once read (from `room_numbers`, which holds it as committed).
     next_number: Option<u64>,
-    committed_next: Option<u64>,
     /// When the batch began (for the idempotency window).
     now: i64,
 }
@@ -532,7 +532,6 @@ impl<'t> Batch<'t> {
             numbers: HashMap::default(),
             given: Vec::new(),
             next_number: None,
-            committed_next: None,
             now: now_ms(),
         }
     }
@@ -720,7 +719,6 @@ impl<'t> Batch<'t> {
         }
         batch.commit().map_err(io_err)?;
         self.given.clear();
-        self.committed_next = self.next_number;
         if self.numbers.len() > MAX_CACHED_NUMBERS {
             // Read again from `room_numbers` as rooms come back.
             self.numbers.clear();
@@ -738,7 +736,8 @@ impl<'t> Batch<'t> {
         for room_key in self.given.drain(..) {
             self.numbers.remove(&room_key);
         }
-        self.next_number = self.committed_next;
+        // Read again: `room_numbers` holds the next number as the last commit left it.
+        self.next_number = None;
     }
 }
 

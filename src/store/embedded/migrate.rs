@@ -7,14 +7,15 @@
 //! (`room_numbers`), and its keys in `room_messages` and `room_idem` begin with it.
 //!
 //! The move copies every key of the old keyspaces into the new ones, giving rooms their numbers
-//! as it meets them, in synced batches; each batch also holds the numbers it gave, so a move
-//! that stops half way (a crash) is simply done again on the next start: the numbers already
-//! given are reused and the keys already copied are copied once more. An old keyspace is
+//! as it meets them, in synced batches of the writer's kind ([`Batch`]); each batch also holds
+//! the numbers it gave, so a move that stops half way (a crash) is simply done again on the
+//! next start: the numbers already given are reused and the keys already copied are copied
+//! once more. An old keyspace is
 //! deleted only after all of it has been copied and synced.
 
-use fjall::{Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use fjall::{Keyspace, KeyspaceCreateOptions};
 
-use super::{HashMap, NEXT_ROOM_NO, RoomNo, Tables, io_err};
+use super::{Batch, Table, Tables, io_err};
 use crate::store::{StoreError, StoreResult};
 
 /// The keyspaces of the named layout.
@@ -23,18 +24,19 @@ const OLD_IDEM: &str = "idem";
 /// Keys copied per synced batch.
 const CHUNK: usize = 10_000;
 
-/// Moves what the named layout left behind, if anything. Runs before the writer starts.
+/// Moves what the named layout left behind, if anything. Runs before the writer starts, with a
+/// batch of the writer's kind: it gives rooms their numbers as the writer does.
 pub(super) fn named_keys(tables: &Tables) -> StoreResult<()> {
     let db = &tables.db;
     if !db.keyspace_exists(OLD_MESSAGES) && !db.keyspace_exists(OLD_IDEM) {
         return Ok(());
     }
     tracing::info!("moving the store to numbered room keys (once; an interrupted move resumes)");
-    let mut numbers = Numbers::load(tables)?;
+    let mut batch = Batch::new(tables);
     let mut moved = [0usize; 2];
-    for (i, (name, new, split)) in [
-        (OLD_MESSAGES, &tables.messages, split_message_key as Split),
-        (OLD_IDEM, &tables.idem, split_idem_key as Split),
+    for (i, (name, table, split)) in [
+        (OLD_MESSAGES, Table::Messages, split_message_key as Split),
+        (OLD_IDEM, Table::Idem, split_idem_key as Split),
     ]
     .into_iter()
     .enumerate()
@@ -45,13 +47,13 @@ pub(super) fn named_keys(tables: &Tables) -> StoreResult<()> {
         let old = db
             .keyspace(name, KeyspaceCreateOptions::default)
             .map_err(io_err)?;
-        moved[i] = copy(tables, &old, new, split, &mut numbers)?;
+        moved[i] = copy(&mut batch, &old, table, split)?;
         db.delete_keyspace(old).map_err(io_err)?;
     }
     tracing::info!(
         messages = moved[0],
         idempotency_keys = moved[1],
-        rooms = numbers.by_room.len(),
+        rooms = batch.numbers.len(),
         "store moved to numbered room keys"
     );
     Ok(())
@@ -74,17 +76,11 @@ fn split_idem_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&key[..room_end], &key[room_end + 1..]))
 }
 
-/// Copies every key of `old` into `new` under its room's number; returns how many.
-fn copy(
-    tables: &Tables,
-    old: &Keyspace,
-    new: &Keyspace,
-    split: Split,
-    numbers: &mut Numbers,
-) -> StoreResult<usize> {
-    let mut batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
-    let mut in_batch = 0;
+/// Copies every key of `old` into `table` under its room's number, committing (and syncing)
+/// every [`CHUNK`] keys with the numbers given for them; returns how many.
+fn copy(batch: &mut Batch<'_>, old: &Keyspace, table: Table, split: Split) -> StoreResult<usize> {
     let mut copied = 0;
+    let mut new_key = Vec::new();
     for guard in old.iter() {
         let (key, value) = guard.into_inner().map_err(io_err)?;
         let Some((room_key, rest)) = split(&key) else {
@@ -92,67 +88,20 @@ fn copy(
                 "a key of the old layout cannot be read: {key:02x?}"
             )));
         };
-        let number = numbers.number(tables, &mut batch, room_key);
-        let mut new_key = Vec::with_capacity(8 + rest.len());
+        let number = batch
+            .number(room_key, true)?
+            .ok_or_else(|| StoreError::Corrupt("no room number given".into()))?;
+        new_key.clear();
         new_key.extend_from_slice(&number.prefix());
         new_key.extend_from_slice(rest);
-        batch.insert(new, new_key, value);
-        in_batch += 1;
+        batch.put_slices(table, &new_key, &value);
         copied += 1;
-        if in_batch == CHUNK {
-            batch.commit().map_err(io_err)?;
-            batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
-            in_batch = 0;
+        if batch.len() >= CHUNK {
+            batch.commit()?;
         }
     }
-    batch.commit().map_err(io_err)?;
+    batch.commit()?;
     Ok(copied)
-}
-
-/// The rooms' numbers while moving: those given before (an earlier, interrupted move) and
-/// those given now.
-struct Numbers {
-    by_room: HashMap<Vec<u8>, RoomNo>,
-    next: u64,
-}
-
-impl Numbers {
-    fn load(tables: &Tables) -> StoreResult<Self> {
-        let mut by_room = HashMap::default();
-        let mut next = 1;
-        for guard in tables.numbers.iter() {
-            let (key, value) = guard.into_inner().map_err(io_err)?;
-            let number = RoomNo::from_bytes(&value)?;
-            if &*key == NEXT_ROOM_NO {
-                next = next.max(number.0);
-            } else {
-                next = next.max(number.0 + 1);
-                by_room.insert(key.to_vec(), number);
-            }
-        }
-        Ok(Self { by_room, next })
-    }
-
-    /// The room's number; a new one is written into `batch` with the next number to give.
-    fn number(&mut self, tables: &Tables, batch: &mut OwnedWriteBatch, room_key: &[u8]) -> RoomNo {
-        if let Some(number) = self.by_room.get(room_key) {
-            return *number;
-        }
-        let number = RoomNo(self.next);
-        self.next += 1;
-        batch.insert(
-            &tables.numbers,
-            room_key.to_vec(),
-            number.to_bytes().to_vec(),
-        );
-        batch.insert(
-            &tables.numbers,
-            NEXT_ROOM_NO.to_vec(),
-            RoomNo(self.next).to_bytes().to_vec(),
-        );
-        self.by_room.insert(room_key.to_vec(), number);
-        number
-    }
 }
 
 #[cfg(test)]
