@@ -111,8 +111,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// A two-thread runtime and a store of its own in a temporary directory (kept while the
-/// directory lives).
+/// A store of its own in a temporary directory (kept while the directory lives).
+fn temp_store() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    (dir, store)
+}
+
+/// A two-thread runtime and a [`temp_store`].
 fn runtime_and_store() -> (
     tokio::runtime::Runtime,
     tempfile::TempDir,
@@ -123,8 +129,7 @@ fn runtime_and_store() -> (
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let (dir, store) = temp_store();
     (runtime, dir, store)
 }
 
@@ -141,8 +146,7 @@ fn store_benches(c: &mut Criterion) {
     // the single appends below leave millions of messages whose flushes and compactions would
     // otherwise run during this bench and be counted against it. Its own flushes and
     // compactions are counted.
-    let batched_dir = tempfile::tempdir().expect("temp dir");
-    let batched_store = Arc::new(EmbeddedStore::open(batched_dir.path()).expect("store"));
+    let (_batched_dir, batched_store) = temp_store();
     let batched_rooms = runtime.block_on(setup(&batched_store, &group, &user));
     const PER_ROOM: u64 = BURST / ROOMS as u64;
     let mut rates = Vec::new();
