@@ -14,9 +14,12 @@
 ARG RUST_VERSION=1.95
 
 # ---------------------------------------------------------------------------------------------
-# Build stage. The slim Rust image has the C compiler that aws-lc (the JWT crypto backend)
-# needs; nothing else is required.
+# Build stage. The slim Rust image has the C compiler that aws-lc (the JWT crypto backend) and
+# jemalloc (the node's allocator) need; jemalloc's build also needs make.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # The registry and target directories are BuildKit cache mounts, so a rebuild after a source

@@ -8,6 +8,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use chatnode::protocol::frame::{Id, MessageKind, ServerFrame};
 use chatnode::protocol::{decode_request, encode};
 
+/// The node's allocator, so the bench measures what the node runs (see [`chatnode::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: chatnode::Allocator = chatnode::Allocator;
+
 fn send_frame() -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Send<'a> {

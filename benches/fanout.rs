@@ -24,6 +24,10 @@ use chatnode::session::handle::{Encoded, Outbound, SessionHandle, Transport};
 use chatnode::store::embedded::EmbeddedStore;
 use chatnode::store::{MemberRecord, RoomKind, RoomRecord, Store};
 
+/// The node's allocator, so the bench measures what the node runs (see [`chatnode::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: chatnode::Allocator = chatnode::Allocator;
+
 const MEMBERS: usize = 500;
 
 fn sessions(n: usize) -> (Vec<SessionHandle>, Vec<Outbound>) {

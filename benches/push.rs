@@ -35,6 +35,10 @@ use chatnode::push::{MessageNote, PushHandle};
 use chatnode::store::embedded::EmbeddedStore;
 use chatnode::store::{DeviceRecord, MemberRecord, Platform, RoomKind, RoomRecord, SharedStore};
 
+/// The node's allocator, so the bench measures what the node runs (see [`chatnode::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: chatnode::Allocator = chatnode::Allocator;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -19,6 +19,10 @@ use chatnode::store::conformance::{member, record};
 use chatnode::store::embedded::EmbeddedStore;
 use chatnode::store::{MemberRecord, RoomKind, RoomRecord, Store, StoredMessage};
 
+/// The node's allocator, so the bench measures what the node runs (see [`chatnode::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: chatnode::Allocator = chatnode::Allocator;
+
 const ROOMS: usize = 100;
 /// Messages per timed burst of appends.
 const BURST: u64 = 10_000;
@@ -95,13 +99,23 @@ fn timed_bursts<I, W: Future<Output = ()>>(
     })
 }
 
-/// Prints the median of `rates`, as `what: median N messages/s over M bursts of BURST{how}`.
+/// Prints the median of `rates` and the sustained rate (all messages over all the bursts' time,
+/// which counts the slow bursts that flushes and compactions cause), as `what: median N
+/// messages/s, sustained S messages/s, over M bursts of BURST{how}`, and the slowest bursts.
 fn print_median(rates: &mut [f64], what: &str, how: &str) {
     rates.sort_by(f64::total_cmp);
+    let seconds: f64 = rates.iter().map(|r| BURST as f64 / r).sum();
+    let sustained = (rates.len() as f64 * BURST as f64) / seconds;
     if let Some(median) = rates.get(rates.len() / 2) {
+        let burst_ms = |r: f64| BURST as f64 / r * 1000.0;
+        let p10 = rates[rates.len() / 10];
         println!(
-            "{what}: median {median:.0} messages/s over {} bursts of {BURST}{how}",
-            rates.len()
+            "{what}: median {median:.0} messages/s, sustained {sustained:.0} messages/s, over {} \
+             bursts of {BURST}{how}; burst time median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+            rates.len(),
+            burst_ms(*median),
+            burst_ms(p10),
+            burst_ms(rates[0]),
         );
     }
 }

@@ -12,6 +12,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # times out on a build. This is the same build nextest asks for below, so nothing is compiled
 # twice: a separate `cargo build` would resolve features without the dev-dependencies and build
 # a second copy of half the dependency tree.
+bash scripts/build-tools.sh
 cargo test --locked --workspace --no-run
 
 # S3 for the media tests: moto's S3 server on a free loopback port (scripts/s3_test_server.py adds

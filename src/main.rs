@@ -11,6 +11,10 @@ use chatnode::auth::{mint, resolve_secret};
 use chatnode::config::{JwtAlgorithm, Settings};
 use chatnode::store::scylla::Migrated;
 
+/// The node's allocator (see [`chatnode::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: chatnode::Allocator = chatnode::Allocator;
+
 #[derive(Parser)]
 #[command(
     name = "chatnode",

@@ -436,9 +436,14 @@ async fn large_upload_keeps_memory_flat(backend: Backend) {
         if backend.is_s3() { "s3" } else { "local" },
         SIZE as f64 / 1_048_576.0 / elapsed.as_secs_f64(),
     );
+    // By design the node holds at most two parts of the body at once (one being written, one
+    // filling: 2 x 8 MiB); the HTTP layer's buffers and the allocator's slack come on top
+    // (16-23 MiB in all with jemalloc, 19 MiB with glibc's allocator). Holding the whole
+    // 50 MiB body would fail this.
+    let bound_kib = (2 * chatnode::media::PART_SIZE / 1024 + 12 * 1024) as u64;
     assert!(
-        grew_kib < 25 * 1024,
-        "the node's peak memory grew by {grew_kib} KiB for a 50 MiB upload"
+        grew_kib < bound_kib,
+        "the node's peak memory grew by {grew_kib} KiB for a 50 MiB upload (bound {bound_kib} KiB)"
     );
     let id = media["id"].as_str().expect("id");
     let got = download(&node, "alice", &format!("/v1/media/{id}"), None).await;
