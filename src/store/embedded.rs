@@ -13,7 +13,9 @@
 //! layout of the `codec` module instead of named MessagePack (older records are still read).
 //! [`Store::append_messages`] hands the writer many messages of a room as one write. A batch
 //! goes into fjall in key order (a room's new messages then land side by side in the memtable),
-//! and memtables are large (`MEMTABLE_BYTES`), so flushes and compactions are rare.
+//! and memtables are large (`MEMTABLE_BYTES`), so flushes and compactions are rare. A new
+//! `cmid` is not looked up in fjall when the writer's Bloom filter of the stored idempotency
+//! keys (`idem_filter`, rebuilt at start and at every hourly sweep) says it cannot be there.
 //!
 //! Keyspaces and keys (`\0` separates parts; group and room ids cannot contain it, user ids may
 //! not contain control characters):
@@ -34,6 +36,7 @@
 //! - `mutes`: `group\0room\0user` → the time it was muted (a muted room sends that user no push)
 
 mod codec;
+mod idem_filter;
 mod migrate;
 
 use std::path::Path;
@@ -48,6 +51,7 @@ use tokio::sync::{Semaphore, oneshot};
 use self::codec::{
     Activity, IdemEntry, Ids, RawActivity, Value, encode_activity, encode_message, write_message,
 };
+use self::idem_filter::IdemFilter;
 use super::{
     AppendOutcome, ChatListEntry, CreateOutcome, DeviceRecord, IDEMPOTENCY_WINDOW_MS, LoadedRoom,
     MediaRecord, MemberRecord, Page, RoomRecord, Store, StoreError, StoreResult, StoredMessage,
@@ -521,6 +525,9 @@ struct Batch<'t> {
     next_number: Option<u64>,
     /// When the batch began (for the idempotency window).
     now: i64,
+    /// Which idempotency keys `room_idem` may hold (kept across batches, like `numbers`; the
+    /// writer builds it at start and rebuilds it at each sweep).
+    idem: IdemFilter,
 }
 
 impl<'t> Batch<'t> {
@@ -533,6 +540,7 @@ impl<'t> Batch<'t> {
             given: Vec::new(),
             next_number: None,
             now: now_ms(),
+            idem: IdemFilter::unknown(),
         }
     }
 
@@ -841,6 +849,8 @@ fn append(
                 AppendOutcome::Stored => AppendOutcome::Duplicate(msgs[j].clone()),
                 duplicate => duplicate.clone(),
             },
+            // Certainly not stored (nearly every new cmid): no lookup.
+            None if !batch.idem.may_hold(ik) => AppendOutcome::Stored,
             None => match batch.get::<IdemEntry>(Table::Idem, ik)? {
                 Some(entry) if batch.now - entry.ts < IDEMPOTENCY_WINDOW_MS => {
                     match batch
@@ -873,6 +883,7 @@ fn append(
                 ts: msg.ts,
             };
             batch.put_slices(Table::Idem, key_of(span), &entry.to_bytes());
+            batch.idem.insert(key_of(span));
         }
         record.clear();
         write_message(&mut record, msg);
@@ -1176,40 +1187,59 @@ fn apply(batch: &mut Batch<'_>, op: WriteOp, done: &mut Vec<Done>) {
     }
 }
 
-/// Deletes idempotency keys older than the window.
-fn sweep_idempotency_keys(tables: &Tables) -> StoreResult<usize> {
+/// Deletes idempotency keys older than the window, and returns how many it deleted and a
+/// filter of the keys that stay (built in the same pass; the caller is the writer, so no key
+/// is written meanwhile). Expired keys need not be in the filter: the lookup would treat them
+/// as absent anyway.
+fn sweep_idempotency_keys(tables: &Tables) -> StoreResult<(usize, IdemFilter)> {
     let cutoff = now_ms() - IDEMPOTENCY_WINDOW_MS;
     let mut batch = Batch::new(tables);
+    let mut filter = IdemFilter::sized_for(2 * tables.idem.approximate_len());
     for guard in tables.idem.iter() {
         let (k, v) = guard.into_inner().map_err(io_err)?;
         if IdemEntry::decode(&v).map(|e| e.ts < cutoff).unwrap_or(true) {
             batch.remove(Table::Idem, k.to_vec());
+        } else {
+            filter.insert(&k);
         }
     }
     let swept = batch.map(Table::Idem).len();
     batch.commit()?;
-    Ok(swept)
+    Ok((swept, filter))
 }
 
-fn sweep(tables: &Tables, next_sweep: &mut Instant) {
+/// Sweeps expired idempotency keys when it is time, and replaces `filter` with the one the
+/// sweep built. A failed sweep keeps the filter it had (still complete: the writer adds every
+/// key it writes).
+fn sweep(tables: &Tables, next_sweep: &mut Instant, filter: &mut IdemFilter) {
     if Instant::now() >= *next_sweep {
         *next_sweep = Instant::now() + SWEEP_EVERY;
+        let started = Instant::now();
         match sweep_idempotency_keys(tables) {
-            Ok(n) => tracing::debug!(swept = n, "expired idempotency keys removed"),
+            Ok((n, rebuilt)) => {
+                *filter = rebuilt;
+                tracing::debug!(
+                    swept = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "expired idempotency keys removed, idempotency filter rebuilt"
+                );
+            }
             Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
         }
     }
 }
 
 fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
-    let mut next_sweep = Instant::now() + SWEEP_EVERY;
     let mut batch = Batch::new(&tables);
+    // The first sweep, before any write, builds the idempotency filter.
+    let mut next_sweep = Instant::now();
+    sweep(&tables, &mut next_sweep, &mut batch.idem);
     let mut done = Vec::new();
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(op) => op,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                sweep(&tables, &mut next_sweep);
+                sweep(&tables, &mut next_sweep, &mut batch.idem);
                 continue;
             }
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1238,7 +1268,7 @@ fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
             d.finish(&result);
         }
         // A busy node is never idle for long: sweep between batches too.
-        sweep(&tables, &mut next_sweep);
+        sweep(&tables, &mut next_sweep, &mut batch.idem);
     }
     if let Err(e) = tables.db.persist(PersistMode::SyncAll) {
         tracing::error!(error = %e, "final store sync failed");
@@ -1893,6 +1923,53 @@ mod tests {
             .await
             .expect("page");
         assert_eq!(page.msgs, vec![old, new]);
+        store.close().await.expect("close");
+    }
+
+    /// The writer's idempotency filter is built from the keyspace at start: a resend after a
+    /// restart is still a duplicate, and a key that expired meanwhile is swept at that start
+    /// (its resend is a new message).
+    #[tokio::test]
+    async fn a_resend_after_a_restart_is_still_a_duplicate() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (group, room, alice) = ids();
+        let first = message(1, &alice, "hi", Some("c-1"));
+        let mut stale = message(2, &alice, "long ago", Some("c-2"));
+        stale.ts -= IDEMPOTENCY_WINDOW_MS + 1_000;
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            store
+                .create_room(record(&group, &room, &alice), vec![member(&alice)])
+                .await
+                .expect("create");
+            for m in [&first, &stale] {
+                let outcome = store.append_message(&group, &room, m.clone()).await;
+                assert_eq!(outcome.expect("append"), AppendOutcome::Stored);
+            }
+            store.close().await.expect("close");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let again = store
+            .append_message(&group, &room, message(3, &alice, "hi", Some("c-1")))
+            .await
+            .expect("resend");
+        assert_eq!(again, AppendOutcome::Duplicate(first));
+        // The writer swept before its first write: the expired key is gone.
+        let number = store.tables.number(&room_key(&group, &room)).expect("get");
+        let key = idem_key(number.expect("numbered"), &alice, "c-2");
+        assert_eq!(store.tables.idem.get(&key).expect("get"), None);
+        let late = store
+            .append_message(&group, &room, message(4, &alice, "long ago", Some("c-2")))
+            .await
+            .expect("late resend");
+        assert_eq!(late, AppendOutcome::Stored);
+        let entry = store
+            .tables
+            .idem
+            .get(&key)
+            .expect("get")
+            .expect("the new key");
+        assert_eq!(IdemEntry::decode(&entry).expect("entry").id, 4);
         store.close().await.expect("close");
     }
 
