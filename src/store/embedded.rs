@@ -528,6 +528,10 @@ struct Batch<'t> {
     /// Which idempotency keys `room_idem` may hold (kept across batches, like `numbers`; the
     /// writer builds it at start and rebuilds it at each sweep).
     idem: IdemFilter,
+    /// `cmid`s of this batch the filter ruled out, and those looked up in fjall (counted in
+    /// `chatnode_store_idem_lookups_total` after the batch).
+    idem_skipped: u64,
+    idem_looked_up: u64,
 }
 
 impl<'t> Batch<'t> {
@@ -541,6 +545,8 @@ impl<'t> Batch<'t> {
             next_number: None,
             now: now_ms(),
             idem: IdemFilter::unknown(),
+            idem_skipped: 0,
+            idem_looked_up: 0,
         }
     }
 
@@ -850,18 +856,23 @@ fn append(
                 duplicate => duplicate.clone(),
             },
             // Certainly not stored (nearly every new cmid): no lookup.
-            None if !batch.idem.may_hold(ik) => AppendOutcome::Stored,
-            None => match batch.get::<IdemEntry>(Table::Idem, ik)? {
-                Some(entry) if batch.now - entry.ts < IDEMPOTENCY_WINDOW_MS => {
-                    match batch
-                        .get::<StoredMessage>(Table::Messages, &message_key(number, entry.id))?
-                    {
-                        Some(first) => AppendOutcome::Duplicate(first),
-                        None => AppendOutcome::Stored,
+            None if !batch.idem.may_hold(ik) => {
+                batch.idem_skipped += 1;
+                AppendOutcome::Stored
+            }
+            None => {
+                batch.idem_looked_up += 1;
+                match batch.get::<IdemEntry>(Table::Idem, ik)? {
+                    Some(entry) if batch.now - entry.ts < IDEMPOTENCY_WINDOW_MS => {
+                        let key = message_key(number, entry.id);
+                        match batch.get::<StoredMessage>(Table::Messages, &key)? {
+                            Some(first) => AppendOutcome::Duplicate(first),
+                            None => AppendOutcome::Stored,
+                        }
                     }
+                    _ => AppendOutcome::Stored,
                 }
-                _ => AppendOutcome::Stored,
-            },
+            }
         };
         if earlier.is_none() && msgs.len() > 1 {
             in_call.insert(ik, i);
@@ -1218,6 +1229,7 @@ fn sweep(tables: &Tables, next_sweep: &mut Instant, filter: &mut IdemFilter) {
         match sweep_idempotency_keys(tables) {
             Ok((n, rebuilt)) => {
                 *filter = rebuilt;
+                metrics::gauge!("chatnode_store_idem_filter_bytes").set(filter.bytes() as f64);
                 tracing::debug!(
                     swept = n,
                     seconds = started.elapsed().as_secs_f64(),
@@ -1264,6 +1276,15 @@ fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
         }
         metrics::histogram!("chatnode_store_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("chatnode_store_batch_size").record(count as f64);
+        for (result, n) in [
+            ("skipped", std::mem::take(&mut batch.idem_skipped)),
+            ("looked_up", std::mem::take(&mut batch.idem_looked_up)),
+        ] {
+            if n > 0 {
+                metrics::counter!("chatnode_store_idem_lookups_total", "result" => result)
+                    .increment(n);
+            }
+        }
         for d in done.drain(..) {
             d.finish(&result);
         }

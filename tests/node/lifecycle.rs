@@ -142,9 +142,18 @@ async fn operations_endpoints() {
         "chatnode_frames_out_total{type=\"msg\"} 1",
         "chatnode_store_write_seconds_bucket",
         "chatnode_fanout_size_bucket",
+        // The store's idempotency filter ruled the new cmid out.
+        "chatnode_store_idem_lookups_total{result=\"skipped\"} 1",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
+    // The filter's first link, sized for a million keys, is built at start.
+    let filter_bytes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chatnode_store_idem_filter_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no idempotency filter size:\n{metrics}"));
+    assert!(filter_bytes > 1_000_000.0, "filter of {filter_bytes} bytes");
     // Presence is counted down again when the user leaves.
     assert_eq!(
         alice

@@ -113,14 +113,24 @@ impl IdemFilter {
                     "idempotency filter full: every cmid is looked up until the next sweep"
                 );
                 self.chain = None;
+                metrics::gauge!("chatnode_store_idem_filter_bytes").set(0.0);
                 return;
             }
+            let total = bytes + link.bytes();
             chain.push(link);
+            metrics::gauge!("chatnode_store_idem_filter_bytes").set(total as f64);
         }
         if let Some(link) = chain.last_mut() {
             link.bloom.insert_hash(hash);
             link.held += 1;
         }
+    }
+
+    /// The memory the filter takes, in bytes (0 when unknown).
+    pub(super) fn bytes(&self) -> usize {
+        self.chain
+            .as_ref()
+            .map_or(0, |chain| chain.iter().map(Link::bytes).sum())
     }
 
     /// How many links the chain has (0 when unknown).
