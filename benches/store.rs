@@ -102,7 +102,7 @@ fn timed_bursts<I, W: Future<Output = ()>>(
 /// Prints the median of `rates` and the sustained rate (all messages over all the bursts' time,
 /// which counts the slow bursts that flushes and compactions cause), as `what: median N
 /// messages/s, sustained S messages/s, over M bursts of BURST{how}`, and the slowest bursts.
-fn print_median(rates: &mut [f64], what: &str, how: &str) {
+fn print_rates(rates: &mut [f64], what: &str, how: &str) {
     rates.sort_by(f64::total_cmp);
     let seconds: f64 = rates.iter().map(|r| BURST as f64 / r).sum();
     let sustained = (rates.len() as f64 * BURST as f64) / seconds;
@@ -199,7 +199,7 @@ fn store_benches(c: &mut Criterion) {
             })
         })
     });
-    print_median(
+    print_rates(
         &mut rates,
         "durable appends, batched",
         &format!(" ({ROOMS} calls of {PER_ROOM})"),
@@ -239,7 +239,7 @@ fn store_benches(c: &mut Criterion) {
             })
         })
     });
-    print_median(&mut rates, "durable appends", "");
+    print_rates(&mut rates, "durable appends", "");
 
     // The latest 50 of a room holding 10,000 messages (plus 100 other busy rooms).
     let hot = RoomId::parse("hot").expect("id");

@@ -1229,7 +1229,7 @@ fn sweep(tables: &Tables, next_sweep: &mut Instant, filter: &mut IdemFilter) {
         match sweep_idempotency_keys(tables) {
             Ok((n, rebuilt)) => {
                 *filter = rebuilt;
-                metrics::gauge!("chatnode_store_idem_filter_bytes").set(filter.bytes() as f64);
+                filter.report_size();
                 tracing::debug!(
                     swept = n,
                     seconds = started.elapsed().as_secs_f64(),

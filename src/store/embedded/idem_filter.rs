@@ -102,10 +102,8 @@ impl IdemFilter {
         let Some(chain) = &mut self.chain else {
             return;
         };
-        let full = chain.last().is_none_or(|l| l.held >= l.capacity);
-        if full {
-            let capacity = chain.last().map_or(MIN_KEYS, |l| 2 * l.capacity);
-            let link = Link::new(capacity);
+        if let Some(last) = chain.last().filter(|l| l.held >= l.capacity) {
+            let link = Link::new(2 * last.capacity);
             let bytes: usize = chain.iter().map(Link::bytes).sum();
             if bytes + link.bytes() > self.max_bytes {
                 tracing::info!(
@@ -113,24 +111,29 @@ impl IdemFilter {
                     "idempotency filter full: every cmid is looked up until the next sweep"
                 );
                 self.chain = None;
-                metrics::gauge!("chatnode_store_idem_filter_bytes").set(0.0);
+                self.report_size();
                 return;
             }
-            let total = bytes + link.bytes();
             chain.push(link);
-            metrics::gauge!("chatnode_store_idem_filter_bytes").set(total as f64);
+            self.report_size();
         }
-        if let Some(link) = chain.last_mut() {
+        if let Some(link) = self.chain.as_mut().and_then(|chain| chain.last_mut()) {
             link.bloom.insert_hash(hash);
             link.held += 1;
         }
     }
 
     /// The memory the filter takes, in bytes (0 when unknown).
-    pub(super) fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         self.chain
             .as_ref()
             .map_or(0, |chain| chain.iter().map(Link::bytes).sum())
+    }
+
+    /// Sets `chatnode_store_idem_filter_bytes` (when the writer takes a rebuilt filter, and when
+    /// its filter grows or gives up).
+    pub(super) fn report_size(&self) {
+        metrics::gauge!("chatnode_store_idem_filter_bytes").set(self.bytes() as f64);
     }
 
     /// How many links the chain has (0 when unknown).
@@ -150,16 +153,24 @@ mod tests {
         k
     }
 
+    /// Puts the keys numbered `keys` in.
+    fn fill(filter: &mut IdemFilter, keys: std::ops::Range<u64>) {
+        for i in keys {
+            filter.insert(&key(i));
+        }
+    }
+
+    /// How many of the keys numbered `keys` the filter may hold.
+    fn held(filter: &IdemFilter, keys: std::ops::Range<u64>) -> usize {
+        keys.filter(|&i| filter.may_hold(&key(i))).count()
+    }
+
     #[test]
     fn every_key_put_in_is_held_and_few_others_are() {
         let mut filter = IdemFilter::sized_for(10_000);
-        for i in 0..10_000 {
-            filter.insert(&key(i));
-        }
-        assert!((0..10_000).all(|i| filter.may_hold(&key(i))));
-        let others = (10_000..110_000)
-            .filter(|&i| filter.may_hold(&key(i)))
-            .count();
+        fill(&mut filter, 0..10_000);
+        assert_eq!(held(&filter, 0..10_000), 10_000);
+        let others = held(&filter, 10_000..110_000);
         // Sized for a million keys and holding ten thousand: far under the 1 % it allows.
         assert!(
             others < 1_000,
@@ -171,15 +182,11 @@ mod tests {
     fn a_filter_past_its_size_grows_a_link_and_stays_selective() {
         let mut filter = IdemFilter::sized_for(0);
         let n = 3 * MIN_KEYS as u64;
-        for i in 0..n {
-            filter.insert(&key(i));
-        }
+        fill(&mut filter, 0..n);
         // 1 Mi keys in the first link, 2 Mi in the second.
         assert_eq!(filter.links(), 2);
-        assert!((0..n).all(|i| filter.may_hold(&key(i))));
-        let others = (n..n + 100_000)
-            .filter(|&i| filter.may_hold(&key(i)))
-            .count();
+        assert_eq!(held(&filter, 0..n), n as usize);
+        let others = held(&filter, n..n + 100_000);
         assert!(
             others < 3_000,
             "{others} of 100,000 keys not put in were held"
@@ -190,9 +197,7 @@ mod tests {
     fn a_filter_that_would_outgrow_its_memory_gives_up() {
         // Room for the first link (1.2 MB) but not for the second (2.4 MB more).
         let mut filter = IdemFilter::limited(0, 3 << 20);
-        for i in 0..MIN_KEYS as u64 {
-            filter.insert(&key(i));
-        }
+        fill(&mut filter, 0..MIN_KEYS as u64);
         assert_eq!(filter.links(), 1);
         filter.insert(&key(u64::MAX));
         assert_eq!(filter.links(), 0);
