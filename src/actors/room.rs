@@ -963,12 +963,12 @@ impl RoomActor {
         }
     }
 
-    /// Deletes a media that its message no longer carries (record, then objects), beside the
-    /// actor and outliving it.
-    fn remove_media(&self, id: String) {
-        let (media, store) = (self.deps.media.clone(), self.deps.store.clone());
+    /// Deletes the objects of a media whose record is gone already, beside the actor and
+    /// outliving it.
+    fn remove_media_objects(&self, id: String) {
+        let media = self.deps.media.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
-        actix::spawn(async move { media.remove(&store, &group, &room, &id).await });
+        actix::spawn(async move { media.delete_objects(&group, &room, &id).await });
     }
 
     /// Loads a message (cache first) and applies `change` to it, then stores and announces it.
@@ -998,16 +998,22 @@ impl RoomActor {
                 Ok(m) => m,
                 Err(e) => return Ok(Err(e)),
             };
+            // A media the message no longer carries is made unreachable before the reply: a
+            // download looks its record up first, so the record goes now (and first, so a
+            // failure leaves a message the client can delete again), the objects after.
+            let removed_media = current.media.filter(|_| updated.media.is_none());
+            if let Some(media) = &removed_media {
+                store.delete_media(&media.id).await?;
+            }
             let result = store.update_message(&group, &room, updated.clone()).await;
-            Ok::<_, StoreError>(Ok((current.media, updated, result)))
+            Ok::<_, StoreError>(Ok((removed_media, updated, result)))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
-            Ok(Ok((previous_media, updated, result))) => {
-                let removed_media = previous_media.filter(|_| updated.media.is_none());
+            Ok(Ok((removed_media, updated, result))) => {
                 if result.is_ok()
                     && let Some(media) = removed_media
                 {
-                    act.remove_media(media.id);
+                    act.remove_media_objects(media.id);
                 }
                 act.finish_edit(updated, result, responder)
             }

@@ -375,7 +375,9 @@ impl MediaStore {
         Ok(Some(url.to_string()))
     }
 
-    /// Deletes a media's object and thumbnail (a missing one is no error).
+    /// Deletes a media's object and thumbnail (a missing one is no error). A deleted message's
+    /// media loses its record before the delete is answered (downloads ask the record first,
+    /// so it is unreachable from then on); its objects go afterwards, through this.
     pub async fn delete_objects(&self, group: &GroupId, room: &RoomId, id: &str) {
         for key in [
             Self::object_key(group, room, id),
@@ -383,16 +385,6 @@ impl MediaStore {
         ] {
             delete_quietly(self.objects.as_ref(), &key).await;
         }
-    }
-
-    /// Deletes a media: its record first (so nobody is sent to a missing object), then its
-    /// objects.
-    pub async fn remove(&self, store: &SharedStore, group: &GroupId, room: &RoomId, id: &str) {
-        if let Err(e) = store.delete_media(id).await {
-            tracing::warn!(%group, %room, media = id, error = %e, "media record not deleted");
-            return;
-        }
-        self.delete_objects(group, room, id).await;
     }
 
     /// Deletes every object of a room (its records go with the room in the store).

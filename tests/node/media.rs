@@ -740,6 +740,156 @@ async fn deletion_removes_media(backend: Backend) {
     assert!(gone.is_some(), "left: {:?}", backend.objects(&node).await);
 }
 
+/// Markup that a browser would run or sniff as a document, under a binary type's name, is
+/// refused like any other mismatch (WHATWG MIME Sniffing's HTML and XML patterns, and SVG).
+/// Declared as what it is, it is kept but never served inline: an attachment, nosniff.
+async fn markup_is_never_an_image(backend: Backend) {
+    let node = backend.node(&[]);
+    let alice = node.rest(&token("alice"));
+    alice.create_room(G, "r", &[]).await;
+    let svg =
+        br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>"#;
+    let disguised: Vec<(&str, Vec<u8>)> = vec![
+        ("svg", svg.to_vec()),
+        (
+            "svg after an XML declaration",
+            format!(
+                "<?xml version=\"1.0\"?>\n<!DOCTYPE svg>\n{}",
+                String::from_utf8_lossy(svg)
+            )
+            .into_bytes(),
+        ),
+        (
+            "html with a BOM and blank lines",
+            b"\xEF\xBB\xBF \r\n\t<!doctype HTML><script>alert(1)</script>".to_vec(),
+        ),
+        ("html fragment", b"<ScRiPt>alert(1)</script>".to_vec()),
+        (
+            "html comment",
+            b"<!-- x --><img src=x onerror=alert(1)>".to_vec(),
+        ),
+        ("xml", b"<?xml version=\"1.0\"?><a/>".to_vec()),
+    ];
+    for declared in ["image/png", "image/jpeg", "video/mp4", "application/pdf"] {
+        for (what, bytes) in &disguised {
+            let (status, err) = upload(&alice, "r", bytes.clone().into(), declared, None).await;
+            assert_eq!(
+                (status, err["error"]["code"].as_str()),
+                (415, Some("bad_request")),
+                "{what} as {declared}: {err}"
+            );
+        }
+    }
+    assert!(backend.objects(&node).await.is_empty(), "nothing stored");
+    // Text that merely mentions a tag passes as text.
+    let (status, _) = upload(
+        &alice,
+        "r",
+        b"use <svg> for icons".to_vec().into(),
+        "text/plain",
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Declared as what they are, they are stored, and served only as attachments.
+    for (declared, bytes) in [
+        ("image/svg+xml", svg.to_vec()),
+        (
+            "text/html",
+            b"<html><script>alert(1)</script></html>".to_vec(),
+        ),
+        (
+            "application/xhtml+xml",
+            b"<html xmlns=\"http://www.w3.org/1999/xhtml\"/>".to_vec(),
+        ),
+        ("text/xml", b"<?xml version=\"1.0\"?><a/>".to_vec()),
+    ] {
+        let (status, media) = upload(&alice, "r", bytes.clone().into(), declared, None).await;
+        assert_eq!(status, 201, "{declared}: {media}");
+        let id = media["id"].as_str().expect("id");
+        let got = download(&node, "alice", &format!("/v1/media/{id}"), None).await;
+        assert_eq!(got.status, 200, "{declared}");
+        assert_eq!(got.body.as_ref(), bytes.as_slice(), "{declared}");
+        let disposition = got
+            .headers
+            .get("content-disposition")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            disposition.starts_with("attachment"),
+            "{declared}: {disposition:?}"
+        );
+        if !got.redirected {
+            assert_eq!(
+                got.headers["x-content-type-options"], "nosniff",
+                "{declared}"
+            );
+            assert!(
+                got.headers["content-security-policy"].contains("sandbox"),
+                "{declared}"
+            );
+        }
+    }
+}
+
+/// After `delete` is acknowledged the media cannot be downloaded, not once in many tries
+/// (the `ok` is the client's only signal, §3.1); its objects are gone soon after.
+async fn deleted_media_is_gone_when_the_delete_is_acknowledged(backend: Backend) {
+    let node = backend.node(&[]);
+    let alice = node.rest(&token("alice"));
+    alice.create_room(G, "r", &[]).await;
+    let mut ws = node.connect("alice").await;
+    let image = png(64, 64);
+    // One warm keep-alive connection, so the download follows the `ok` as closely as a client
+    // can make it.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let fetch = async |path: String| {
+        let resp = client
+            .get(node.http(&path))
+            .bearer_auth(token("alice"))
+            .send()
+            .await
+            .expect("download");
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.map_or(0, |b| b.len()))
+    };
+    let mut served = Vec::new();
+    for i in 0..30 {
+        let (status, media) = upload(&alice, "r", image.clone().into(), "image/png", None).await;
+        assert_eq!(status, 201, "{media}");
+        let id = media["id"].as_str().expect("id").to_owned();
+        let sent = ws
+            .call(json!({"t": "send", "group": G, "room": "r", "kind": "image", "media": id, "cmid": format!("del{i}")}))
+            .await;
+        assert_eq!(sent["t"], "sent", "{sent}");
+        let reply = ws
+            .call(json!({"t": "delete", "group": G, "room": "r", "id": sent["id"]}))
+            .await;
+        assert_eq!(reply["t"], "ok", "{reply}");
+        // A 307 (S3) counts as served: it hands out a working URL.
+        let (status, bytes) = fetch(format!("/v1/media/{id}")).await;
+        if status != 404 {
+            served.push((i, "file", status, bytes));
+        }
+        let (status, bytes) = fetch(format!("/v1/media/{id}/thumbnail")).await;
+        if status != 404 {
+            served.push((i, "thumbnail", status, bytes));
+        }
+    }
+    assert!(
+        served.is_empty(),
+        "served after the delete's ok (try, what, status, bytes): {served:?}"
+    );
+    let gone = eventually(Duration::from_secs(10), || async {
+        backend.objects(&node).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "left: {:?}", backend.objects(&node).await);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests: each scenario on the local backend and on S3.
 
@@ -769,6 +919,8 @@ on_both_backends! {
     non_members_are_refused => local_non_members_are_refused, s3_non_members_are_refused;
     send_checks_the_media => local_send_checks_the_media, s3_send_checks_the_media;
     deletion_removes_media => local_deletion_removes_media, s3_deletion_removes_media;
+    markup_is_never_an_image => local_markup_is_never_an_image, s3_markup_is_never_an_image;
+    deleted_media_is_gone_when_the_delete_is_acknowledged => local_deleted_media_is_gone_when_the_delete_is_acknowledged, s3_deleted_media_is_gone_when_the_delete_is_acknowledged;
 }
 
 #[tokio::test]
