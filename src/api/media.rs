@@ -137,7 +137,7 @@ async fn drain(mut payload: web::Payload) {
     path = "/v1/groups/{group}/rooms/{room}/media",
     tag = "media",
     summary = "Upload a file into a room",
-    description = "The raw file is the body and its `Content-Type` says what it is: `image/*` is an image, `video/*` a video, anything else a file. The body is streamed to storage; its first bytes must not be recognised as another type (415). Size limits per kind come from configuration (413 `too_large`).",
+    description = "The raw file is the body and its `Content-Type` says what it is: `image/*` is an image, `video/*` a video, anything else a file. The body is streamed to storage; its first bytes must not be recognised as another type (415): markup (HTML by the WHATWG MIME Sniffing patterns, XML, SVG) is recognised too, so it never passes as an image or any other type. Markup declared as what it is (`image/svg+xml`, `text/html`, other XML types) is kept but only ever served as an attachment. Size limits per kind come from configuration (413 `too_large`).",
     request_body(content = Vec<u8>, content_type = "*/*", description = "The file"),
     params(("group" = String, Path, description = "Group id"), ("room" = String, Path, description = "Room id"), UploadQuery),
     responses(
@@ -343,7 +343,7 @@ async fn serve(
     path = "/v1/media/{id}",
     tag = "media",
     summary = "Download a file",
-    description = "Members of the media's room only. The local backend streams the file (with `Range: bytes=` support, 206); the S3 backend redirects to a short-lived signed URL. Anything but images and videos is served as an attachment; every response has `X-Content-Type-Options: nosniff`.",
+    description = "Members of the media's room only. The local backend streams the file (with `Range: bytes=` support, 206); the S3 backend redirects to a short-lived signed URL. Anything but images and videos is served as an attachment, and so are markup types such as `image/svg+xml`; every response has `X-Content-Type-Options: nosniff`.",
     params(("id" = String, Path, description = "Media id")),
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream"),

@@ -27,13 +27,23 @@ pub fn kind_of(content_type: &str) -> MessageKind {
     }
 }
 
-/// Whether a download is shown in place. Images and videos are, except SVG, which is a
-/// document that can run script; everything else is served as an attachment.
+/// Whether a type names a document a browser may run script in or parse as markup (HTML,
+/// XHTML, SVG and every other XML type): never served inline from the node's origin.
+pub fn scriptable(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "text/html" | "text/xml" | "application/xml" | "text/xsl" | "application/xslt"
+    ) || content_type.ends_with("+xml")
+}
+
+/// Whether a download is shown in place. Images and videos are, except markup types (SVG
+/// is an image that is a document and can run script); everything else is served as an
+/// attachment.
 pub fn inline(content_type: &str) -> bool {
     matches!(
         kind_of(content_type),
         MessageKind::Image | MessageKind::Video
-    ) && content_type != "image/svg+xml"
+    ) && !scriptable(content_type)
 }
 
 /// Whether the node makes a thumbnail of this type (the raster formats the `image` crate is
@@ -145,12 +155,125 @@ pub fn compatible(declared: &str, sniffed: &str) -> bool {
         || (zip_based(d) && zip_based(s))
 }
 
+/// The patterns of WHATWG MIME Sniffing §7.1 ("identifying a resource with an unknown MIME
+/// type") that make a browser treat bytes as HTML, each to be followed by a tag-terminating
+/// byte (a space or `>`).
+const HTML_PATTERNS: &[&[u8]] = &[
+    b"<!DOCTYPE HTML",
+    b"<HTML",
+    b"<HEAD",
+    b"<SCRIPT",
+    b"<IFRAME",
+    b"<H1",
+    b"<DIV",
+    b"<FONT",
+    b"<TABLE",
+    b"<A",
+    b"<STYLE",
+    b"<TITLE",
+    b"<B",
+    b"<BODY",
+    b"<BR",
+    b"<P",
+    b"<!--",
+];
+
+/// The bytes of a head as ASCII: a UTF-8 byte order mark dropped, UTF-16 (by its mark)
+/// narrowed to one byte a character (anything beyond ASCII becomes 0xFF), so markup written
+/// in UTF-16 is recognised too.
+fn ascii_view(head: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let narrow = |units: &[u8], high_first: bool| -> Vec<u8> {
+        units
+            .chunks_exact(2)
+            .map(|u| {
+                let (high, low) = if high_first {
+                    (u[0], u[1])
+                } else {
+                    (u[1], u[0])
+                };
+                if high == 0 && low.is_ascii() {
+                    low
+                } else {
+                    0xFF
+                }
+            })
+            .collect()
+    };
+    match head {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => std::borrow::Cow::Borrowed(rest),
+        [0xFE, 0xFF, rest @ ..] => std::borrow::Cow::Owned(narrow(rest, true)),
+        [0xFF, 0xFE, rest @ ..] => std::borrow::Cow::Owned(narrow(rest, false)),
+        _ => std::borrow::Cow::Borrowed(head),
+    }
+}
+
+/// Whether `buf` starts with `pattern`, ignoring ASCII case.
+fn starts_with_nocase(buf: &[u8], pattern: &[u8]) -> bool {
+    buf.len() >= pattern.len() && buf[..pattern.len()].eq_ignore_ascii_case(pattern)
+}
+
+/// Whether an `<svg` element starts anywhere in `buf` (the root of an SVG document may come
+/// after an XML declaration, a doctype and comments).
+fn has_svg_element(buf: &[u8]) -> bool {
+    buf.windows(5).any(|w| {
+        w[..4].eq_ignore_ascii_case(b"<svg")
+            && (w[4].is_ascii_whitespace() || b">/".contains(&w[4]))
+    })
+}
+
+/// Recognises markup a browser would sniff or run: HTML by the WHATWG patterns, XML by its
+/// declaration (`<?xml`), and SVG (by its root element, which the WHATWG algorithm leaves to
+/// the XML rule). Leading whitespace and a byte order mark are skipped, as browsers do.
+pub fn sniff_markup(head: &[u8]) -> Option<&'static str> {
+    let view = ascii_view(head);
+    let start = view
+        .iter()
+        .position(|b| !matches!(b, 0x09 | 0x0A | 0x0C | 0x0D | 0x20))?;
+    let text = &view[start..];
+    if starts_with_nocase(text, b"<svg") && has_svg_element(text) {
+        return Some("image/svg+xml");
+    }
+    if starts_with_nocase(text, b"<?xml") || starts_with_nocase(text, b"<!DOCTYPE svg") {
+        return Some(if has_svg_element(text) {
+            "image/svg+xml"
+        } else {
+            "text/xml"
+        });
+    }
+    let html = HTML_PATTERNS.iter().any(|pattern| {
+        starts_with_nocase(text, pattern) && matches!(text.get(pattern.len()), Some(b' ' | b'>'))
+    });
+    if html {
+        // An SVG file may open with a comment.
+        if text.starts_with(b"<!--") && has_svg_element(text) {
+            return Some("image/svg+xml");
+        }
+        return Some("text/html");
+    }
+    None
+}
+
+/// Whether markup sniffed as `sniffed` may be uploaded as `declared`: HTML as HTML or XHTML,
+/// XML (SVG included) as any XML type.
+fn markup_compatible(declared: &str, sniffed: &str) -> bool {
+    let xml_type = |t: &str| matches!(t, "text/xml" | "application/xml") || t.ends_with("+xml");
+    match sniffed {
+        "text/html" => matches!(declared, "text/html" | "application/xhtml+xml"),
+        "text/xml" | "image/svg+xml" => xml_type(declared),
+        _ => false,
+    }
+}
+
 /// Checks the first bytes of a file against its declared type: `Err` carries the type the
-/// bytes were recognised as when it is another one. Bytes that are recognised as nothing are
-/// accepted (plain text, CSV and many documents have no signature).
+/// bytes were recognised as when it is another one. Markup (HTML, XML, SVG) is recognised
+/// first, so it cannot pass as an image or anything else; bytes that are recognised as
+/// nothing are accepted (plain text, CSV and many documents have no signature).
 pub fn check_sniffed(declared: &str, head: &[u8]) -> Result<(), &'static str> {
-    match infer::get(head) {
-        Some(found) if !compatible(declared, found.mime_type()) => Err(found.mime_type()),
+    let sniffed = sniff_markup(head).or_else(|| infer::get(head).map(|found| found.mime_type()));
+    match sniffed {
+        Some(found) if !compatible(declared, found) && !markup_compatible(declared, found) => {
+            Err(found)
+        }
         _ => Ok(()),
     }
 }
@@ -337,8 +460,97 @@ mod tests {
             "application/zip"
         ));
         assert!(compatible("application/zip", "application/epub+zip"));
+        assert!(compatible("application/octet-stream", "image/svg+xml"));
         assert!(!compatible("image/png", "application/zip"));
         assert!(!compatible("text/html", "image/png"));
+    }
+
+    #[test]
+    fn markup_is_recognised_and_refused_under_other_names() {
+        let svg = br#"<svg xmlns="http://www.w3.org/2000/svg"><script>x()</script></svg>"#;
+        assert_eq!(sniff_markup(svg), Some("image/svg+xml"));
+        assert_eq!(
+            sniff_markup(b"\xEF\xBB\xBF\n <?xml version='1.0'?><!DOCTYPE svg><svg>"),
+            Some("image/svg+xml")
+        );
+        assert_eq!(
+            sniff_markup(b"<!-- made by hand --><svg\n>"),
+            Some("image/svg+xml")
+        );
+        assert_eq!(sniff_markup(b"<?xml version='1.0'?><a/>"), Some("text/xml"));
+        for html in [
+            &b"<!DOCTYPE html><p>"[..],
+            b"\t\r\n<HTML>",
+            b"<script>alert(1)</script>",
+            b"<a href=x>",
+            b"<!-- x -->",
+            b"<b>bold</b>",
+        ] {
+            assert_eq!(sniff_markup(html), Some("text/html"), "{html:?}");
+        }
+        // UTF-16, both byte orders.
+        let utf16: Vec<u8> = "<html>".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(
+            sniff_markup(&[&[0xFE, 0xFF][..], &utf16].concat()),
+            Some("text/html")
+        );
+        let utf16: Vec<u8> = "<svg>".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(
+            sniff_markup(&[&[0xFF, 0xFE][..], &utf16].concat()),
+            Some("image/svg+xml")
+        );
+        // Not markup: a tag that needs a terminator, a tag inside text, other names.
+        for text in [
+            &b"<html"[..],
+            b"<svgfoo>",
+            b"use <svg> for icons",
+            b"<abbr>",
+            b"",
+            b"   ",
+            PNG,
+        ] {
+            assert_eq!(sniff_markup(text), None, "{text:?}");
+        }
+        // Refused under every other name, accepted as what they are.
+        for declared in [
+            "image/png",
+            "image/jpeg",
+            "image/svg",
+            "video/mp4",
+            "text/plain",
+            "application/pdf",
+        ] {
+            assert_eq!(
+                check_sniffed(declared, svg),
+                Err("image/svg+xml"),
+                "{declared}"
+            );
+            assert_eq!(
+                check_sniffed(declared, b"<html>"),
+                Err("text/html"),
+                "{declared}"
+            );
+        }
+        assert_eq!(check_sniffed("image/svg+xml", svg), Ok(()));
+        assert_eq!(check_sniffed("application/xml", svg), Ok(()));
+        assert_eq!(check_sniffed("text/html", b"<html>"), Ok(()));
+        assert_eq!(check_sniffed("application/xhtml+xml", b"<html>"), Ok(()));
+        assert_eq!(
+            check_sniffed("application/rss+xml", b"<?xml version='1.0'?>"),
+            Ok(())
+        );
+        assert_eq!(check_sniffed("application/octet-stream", svg), Ok(()));
+        assert_eq!(check_sniffed("text/html", svg), Err("image/svg+xml"));
+        // Never inline.
+        for t in [
+            "image/svg+xml",
+            "text/html",
+            "application/xhtml+xml",
+            "text/xml",
+            "image/x-foo+xml",
+        ] {
+            assert!(scriptable(t) && !inline(t), "{t}");
+        }
     }
 
     #[test]
