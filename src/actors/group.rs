@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::ActorDeps;
-use super::room::{Drain as DrainRoom, RoomActor, RoomStart};
+use super::room::{Drain as DrainRoom, GetUnread, RoomActor, RoomStart};
 use super::supervisor::{GroupStopped, NodeSupervisor};
 use crate::error::ChatError;
 use crate::ids::{GroupId, MessageId, RoomId, UserId};
@@ -37,6 +37,16 @@ use crate::session::handle::{SessionHandle, SessionId};
 #[rtype(result = "Result<Addr<RoomActor>, ChatError>")]
 pub struct ResolveRoom {
     pub room: RoomId,
+}
+
+/// The chat list's live part: a user's unread counts in those of `rooms` that are active
+/// (their actors hold cursors newer than the store's). Rooms not active here are left out:
+/// their cursors in the store are current.
+#[derive(Message)]
+#[rtype(result = "HashMap<RoomId, u64>")]
+pub struct LiveUnread {
+    pub user: UserId,
+    pub rooms: Vec<RoomId>,
 }
 
 /// A connection subscribes to the group's `room` events (`sub`).
@@ -423,6 +433,30 @@ impl Handler<RoomStopped> for GroupActor {
             self.rooms.remove(&msg.room);
         }
         self.touch();
+    }
+}
+
+impl Handler<LiveUnread> for GroupActor {
+    type Result = ResponseFuture<HashMap<RoomId, u64>>;
+
+    fn handle(&mut self, msg: LiveUnread, _ctx: &mut Self::Context) -> Self::Result {
+        let asks: Vec<(RoomId, Addr<RoomActor>)> = msg
+            .rooms
+            .into_iter()
+            .filter_map(|room| self.rooms.get(&room).map(|e| (room, e.addr.clone())))
+            .collect();
+        let user = msg.user;
+        Box::pin(async move {
+            let replies = futures_util::future::join_all(asks.into_iter().map(|(room, addr)| {
+                let ask = addr.send(GetUnread { user: user.clone() });
+                async move { (room, ask.await) }
+            }))
+            .await;
+            replies
+                .into_iter()
+                .filter_map(|(room, reply)| Some((room, reply.ok()??)))
+                .collect()
+        })
     }
 }
 

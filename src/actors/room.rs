@@ -181,6 +181,15 @@ pub struct GetMembership {
     pub service: bool,
 }
 
+/// A member's unread count in the room as the room holds it now: the chat list asks active
+/// rooms, because the store's copy of the cursors is written only every
+/// `rooms.cursor_flush_ms`. `None` when `user` is no member.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct GetUnread {
+    pub user: UserId,
+}
+
 /// A snapshot of the room for REST.
 #[derive(Debug, Clone)]
 pub struct RoomInfo {
@@ -1760,6 +1769,16 @@ impl Handler<GetRoomInfo> for RoomActor {
             record: self.record.clone(),
             members,
         })
+    }
+}
+
+impl Handler<GetUnread> for RoomActor {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: GetUnread, _ctx: &mut Self::Context) -> Self::Result {
+        self.members
+            .get(&msg.user)
+            .map(|m| self.last_seq.saturating_sub(m.cursor_seq))
     }
 }
 

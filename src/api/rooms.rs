@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::{Caller, group_of, room_of};
-use crate::actors::group::RoomCreated;
+use crate::actors::group::{LiveUnread, RoomCreated};
 use crate::actors::room::{AddMember, DeleteRoom, GetRoomInfo, RemoveMember};
 use crate::error::ChatError;
 use crate::ids::{RoomId, UserId, now_ms};
@@ -293,9 +293,22 @@ pub async fn list(
         .chat_list(&principal.user, &group)
         .await
         .map_err(ChatError::from)?;
+    // The store's cursors lag the active rooms' by up to `rooms.cursor_flush_ms`: the counts of
+    // active rooms come from their actors (a sender's own messages are read at once).
+    let mut live = match state.directory.group(&group).await {
+        Ok(addr) if !entries.is_empty() => addr
+            .send(LiveUnread {
+                user: principal.user.clone(),
+                rooms: entries.iter().map(|e| e.record.room.clone()).collect(),
+            })
+            .await
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
     let items: Vec<ChatListItem> = entries
         .into_iter()
         .map(|e| ChatListItem {
+            unread: live.remove(&e.record.room).unwrap_or(e.unread),
             room: e.record.room.to_string(),
             title: e.record.title,
             kind: e.record.kind,
@@ -307,7 +320,6 @@ pub async fn list(
                 text: m.text.as_deref().map(summary_text),
                 ts: m.ts,
             }),
-            unread: e.unread,
         })
         .collect();
     Ok(HttpResponse::Ok().json(items))

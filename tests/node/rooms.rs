@@ -336,3 +336,71 @@ async fn deleting_a_room_tells_present_users() {
     let (status, _) = alice_rest.get(&format!("/v1/groups/{G}/rooms/gone")).await;
     assert_eq!(status, 404);
 }
+
+/// A sender's own messages are read: the chat list asked right after three sends (through
+/// REST and through WebSocket, without entering the room) shows no unread for that room,
+/// although the room writes its cursors to the store only once a second. Several rounds, so a
+/// list that reads the store's cursors fails reliably.
+#[tokio::test]
+async fn the_chat_list_counts_a_senders_messages_as_read_at_once() {
+    let node = TestNode::spawn(&[]);
+    let alice = node.rest(&token("alice"));
+    alice.create_room(G, "busy", &["bob"]).await;
+    let mut ws = node.connect("alice").await;
+    // Another of alice's connections watches the chat list's live badge.
+    let mut watcher = node.connect("alice").await;
+    assert_eq!(
+        watcher.call(json!({"t": "sub", "group": G})).await["t"],
+        "ok"
+    );
+    let unread_of = |list: &serde_json::Value, room: &str| {
+        list.as_array()
+            .and_then(|rooms| rooms.iter().find(|r| r["room"] == room))
+            .map(|r| r["unread"].clone())
+    };
+    let mut lagged = Vec::new();
+    for round in 0..4 {
+        for i in 0..3 {
+            let cmid = format!("c{round}-{i}");
+            if round % 2 == 0 {
+                let (status, sent) = alice
+                    .post(
+                        &format!("/v1/groups/{G}/rooms/busy/messages"),
+                        json!({"kind": "text", "text": "hi", "cmid": cmid}),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{sent}");
+            } else {
+                ws.say(G, "busy", "hi", &cmid).await;
+            }
+        }
+        let (status, list) = alice.get(&format!("/v1/groups/{G}/rooms")).await;
+        assert_eq!(status, 200, "{list}");
+        let via = if round % 2 == 0 { "REST" } else { "WebSocket" };
+        for _ in 0..3 {
+            let event = watcher.recv_type("room").await;
+            assert_eq!(
+                (event["room"].as_str(), event["unread"].as_u64()),
+                (Some("busy"), Some(0)),
+                "round {round} ({via}): {event}"
+            );
+        }
+        if unread_of(&list, "busy") != Some(json!(0)) {
+            lagged.push(format!("round {round} ({via}): {list}"));
+        }
+        // Bob has read nothing: all of it counts for him.
+        let (_, list) = node
+            .rest(&token("bob"))
+            .get(&format!("/v1/groups/{G}/rooms"))
+            .await;
+        assert_eq!(
+            unread_of(&list, "busy"),
+            Some(json!(3 * (round + 1))),
+            "round {round}: {list}"
+        );
+    }
+    assert!(
+        lagged.is_empty(),
+        "the sender's list right after sending shows unread messages: {lagged:#?}"
+    );
+}
