@@ -156,3 +156,56 @@ impl futures_util::Stream for TimedPayload {
         next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn json_bodies_get_the_total_and_uploads_their_size_at_the_minimum_rate() {
+        let mut settings = Settings::default();
+        settings.limits.http_body_secs = 10;
+        settings.limits.upload_min_rate = 16 * 1024;
+        settings.limits.upload_idle_secs = 7;
+        let json = TestRequest::post()
+            .uri("/v1/groups/g/rooms")
+            .insert_header((header::CONTENT_LENGTH, "100"))
+            .to_srv_request();
+        assert_eq!(
+            deadline_for(&json, &settings),
+            Some(BodyDeadline {
+                total: Duration::from_secs(10),
+                idle: None
+            })
+        );
+        let upload = TestRequest::post()
+            .uri("/v1/groups/g/rooms/r/media?name=a.png")
+            .insert_header((header::CONTENT_LENGTH, (160 * 1024).to_string()))
+            .to_srv_request();
+        assert_eq!(
+            deadline_for(&upload, &settings),
+            Some(BodyDeadline {
+                total: Duration::from_secs(20),
+                idle: Some(Duration::from_secs(7))
+            })
+        );
+        // Without a length, the largest media limit is what it may take.
+        let chunked = TestRequest::post()
+            .uri("/v1/groups/g/rooms/r/media")
+            .insert_header((header::TRANSFER_ENCODING, "chunked"))
+            .to_srv_request();
+        let largest = settings
+            .media
+            .video_max_bytes
+            .max(settings.media.file_max_bytes);
+        assert_eq!(
+            deadline_for(&chunked, &settings).map(|d| d.total),
+            Some(Duration::from_secs(10 + largest / (16 * 1024)))
+        );
+        let bodiless = TestRequest::get()
+            .uri("/v1/groups/g/rooms")
+            .to_srv_request();
+        assert_eq!(deadline_for(&bodiless, &settings), None);
+    }
+}
