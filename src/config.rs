@@ -354,6 +354,13 @@ pub struct LimitSettings {
     pub outbound_queue: usize,
     /// Largest REST request body, in bytes.
     pub http_body: usize,
+    /// Seconds a client has to send a whole JSON request body (then 408); media uploads get
+    /// this plus the time their size takes at [`Self::upload_min_rate`].
+    pub http_body_secs: u64,
+    /// The slowest an upload may arrive, in bytes per second, on average over its whole body.
+    pub upload_min_rate: u64,
+    /// Seconds an upload may go without a single byte arriving (then 408).
+    pub upload_idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -466,6 +473,9 @@ impl Default for LimitSettings {
             abuse: 100,
             outbound_queue: 1024,
             http_body: 256 * 1024,
+            http_body_secs: 10,
+            upload_min_rate: 16 * 1024,
+            upload_idle_secs: 10,
         }
     }
 }
@@ -612,6 +622,18 @@ impl Settings {
         }
         if l.http_body < 1024 {
             return invalid("limits.http_body", "must be at least 1024 bytes");
+        }
+        if l.http_body_secs == 0 || l.upload_idle_secs == 0 {
+            return invalid(
+                "limits.http_body_secs",
+                "it and limits.upload_idle_secs must be at least 1",
+            );
+        }
+        if l.upload_min_rate < 1024 {
+            return invalid(
+                "limits.upload_min_rate",
+                "must be at least 1024 bytes per second",
+            );
         }
         if self.ws.heartbeat_secs == 0 {
             return invalid("ws.heartbeat_secs", "must be at least 1");

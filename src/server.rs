@@ -10,15 +10,21 @@
 //! Settings that `HttpServer` applies by default are applied here too: keep-alive 5 s, 5 s to
 //! read a request's head, 1 s to finish a disconnect, a listen backlog of 1024, SO_REUSEADDR,
 //! and TCP_NODELAY (frames are batched by the connections; Nagle would only add delay).
+//!
+//! Deadlines beyond those: a request body must arrive within its deadline
+//! ([`crate::api::body`], 408), and a peer that takes no byte of a response for
+//! [`crate::session::ws::CLOSE_WAIT`] is dropped ([`conn`]).
+
+pub mod conn;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::{HttpService, KeepAlive};
+use actix_http::{HttpService, KeepAlive, Protocol};
 use actix_server::Server;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
-use actix_web::dev::AppConfig;
+use actix_web::dev::{AppConfig, Service as _, ServiceResponse};
 use actix_web::{App, web};
 use anyhow::Context as _;
 
@@ -54,23 +60,46 @@ pub fn build(listen: SocketAddr, workers: usize, state: &AppState) -> anyhow::Re
         .disable_signals()
         .listen(format!("chatnode-{local}"), listener, move || {
             let route_state = route_state.clone();
+            let body_settings = route_state.settings.clone();
             let app = App::new()
                 .app_data(app_state.clone())
+                .wrap_fn(move |mut req, srv| {
+                    let expired = crate::api::body::deadline_for(&req, &body_settings)
+                        .map(|deadline| crate::api::body::time_body(&mut req, deadline));
+                    let answer = srv.call(req);
+                    async move {
+                        let answer = answer.await?.map_into_boxed_body();
+                        // A body that ran out of time gets 408, whatever the handler made of
+                        // the error its payload ended with.
+                        if expired.is_some_and(|e| e.get()) {
+                            let (req, _) = answer.into_parts();
+                            return Ok(ServiceResponse::new(req, crate::api::body::timed_out()));
+                        }
+                        Ok(answer)
+                    }
+                })
                 .configure(move |cfg| crate::api::routes(cfg, &route_state))
                 .into_factory()
                 .map_err(|err| err.error_response());
             let ws_state = ws_state.clone();
-            HttpService::build()
+            let http = HttpService::build()
                 .keep_alive(KeepAlive::default())
                 .client_request_timeout(REQUEST_TIMEOUT)
                 .client_disconnect_timeout(DISCONNECT_TIMEOUT)
-                .tcp_nodelay(true)
                 .local_addr(local)
                 .upgrade(fn_service(move |(req, framed)| {
                     crate::session::ws::serve_upgrade(ws_state.clone(), req, framed)
                 }))
-                .finish(map_config(app, |()| AppConfig::default()))
-                .tcp()
+                .finish(map_config(app, |()| AppConfig::default()));
+            fn_service(|io: tokio::net::TcpStream| async move {
+                if let Err(e) = io.set_nodelay(true) {
+                    tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+                }
+                let peer = io.peer_addr().ok();
+                let conn = conn::Conn::new(io, crate::session::ws::CLOSE_WAIT);
+                Ok::<_, actix_http::error::DispatchError>((conn, Protocol::Http1, peer))
+            })
+            .and_then(http)
         })
         .with_context(|| format!("listening on {local}"))?
         .run();

@@ -2,6 +2,7 @@
 //! JSON error handling. One file per resource: [`rooms`], [`messages`], [`media`], [`push`]
 //! (devices and mutes), [`ops`].
 
+pub mod body;
 pub mod docs;
 pub mod error;
 pub mod media;

@@ -73,7 +73,11 @@ fn is_map(bytes: &[u8]) -> bool {
 fn classify(bytes: &[u8]) -> DecodeError {
     let mut cursor = bytes;
     let Ok(value) = rmpv::decode::read_value(&mut cursor) else {
-        return DecodeError::new(None, ErrorCode::BadFrame, "not a MessagePack map");
+        return DecodeError::new(
+            lenient_r(bytes),
+            ErrorCode::BadFrame,
+            "not a MessagePack map",
+        );
     };
     let Some(map) = value.as_map() else {
         return DecodeError::new(None, ErrorCode::BadFrame, "not a MessagePack map");
@@ -83,9 +87,7 @@ fn classify(bytes: &[u8]) -> DecodeError {
             .find(|(k, _)| k.as_str() == Some(name))
             .map(|(_, v)| v)
     };
-    let r = field("r")
-        .and_then(rmpv::Value::as_u64)
-        .and_then(|r| u32::try_from(r).ok());
+    let r = lenient_r(bytes);
     match field("t") {
         Some(t) if t.is_str() => {
             DecodeError::new(r, ErrorCode::BadRequest, "a field has the wrong type")
@@ -124,18 +126,15 @@ fn room_of(r: Option<u32>, s: Option<&str>) -> Result<RoomId, DecodeError> {
     })
 }
 
-fn page_limit(r: Option<u32>, limit: Option<i64>, clamp: bool) -> Result<usize, DecodeError> {
+/// A page's `limit` (`enter`, `history`): 0 or less is refused, above [`MAX_PAGE`] is treated
+/// as [`MAX_PAGE`] (PROTOCOL.md §3.1).
+fn page_limit(r: Option<u32>, limit: Option<i64>) -> Result<usize, DecodeError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if n <= 0 => Err(DecodeError::new(
             r,
             ErrorCode::BadRequest,
             "`limit` must be at least 1",
-        )),
-        Some(n) if n as u64 > MAX_PAGE as u64 && !clamp => Err(DecodeError::new(
-            r,
-            ErrorCode::BadRequest,
-            "`limit` may be at most 200",
         )),
         Some(n) => Ok((n as u64).min(MAX_PAGE as u64) as usize),
     }
@@ -191,7 +190,7 @@ pub fn decode_request(bytes: &[u8], max_text: usize) -> Result<Request, DecodeEr
             group: group_of(r, raw.group)?,
             room: room_of(r, raw.room)?,
             since: raw.since,
-            limit: page_limit(r, raw.limit, false)?,
+            limit: page_limit(r, raw.limit)?,
         },
         "leave" => Request::Leave {
             group: group_of(r, raw.group)?,
@@ -244,7 +243,7 @@ pub fn decode_request(bytes: &[u8], max_text: usize) -> Result<Request, DecodeEr
             group: group_of(r, raw.group)?,
             room: room_of(r, raw.room)?,
             before: raw.before,
-            limit: page_limit(r, raw.limit, true)?,
+            limit: page_limit(r, raw.limit)?,
         },
         "typing" => Request::Typing {
             group: group_of(r, raw.group)?,
@@ -279,14 +278,33 @@ pub fn decode_request(bytes: &[u8], max_text: usize) -> Result<Request, DecodeEr
     Ok(request)
 }
 
-/// Returns the `r` of a frame that decoded, for replies.
+/// Returns the `r` of a frame, for replies: also of one that does not decode, as long as the
+/// entries up to its `r` can be read.
 pub fn request_r(bytes: &[u8]) -> Option<u32> {
     #[derive(Deserialize)]
     struct OnlyR {
         #[serde(default)]
         r: Option<u32>,
     }
-    rmp_serde::from_slice::<OnlyR>(bytes).ok().and_then(|f| f.r)
+    match rmp_serde::from_slice::<OnlyR>(bytes) {
+        Ok(frame) => frame.r,
+        Err(_) => lenient_r(bytes),
+    }
+}
+
+/// The `r` of a map read entry by entry up to the first that cannot be read (a cut-off
+/// frame, a byte that is no MessagePack), so an `err` can still name the request.
+fn lenient_r(bytes: &[u8]) -> Option<u32> {
+    let mut cursor = bytes;
+    let entries = rmp::decode::read_map_len(&mut cursor).ok()?;
+    for _ in 0..entries {
+        let key = rmpv::decode::read_value(&mut cursor).ok()?;
+        let value = rmpv::decode::read_value(&mut cursor).ok()?;
+        if key.as_str() == Some("r") {
+            return value.as_u64().and_then(|r| u32::try_from(r).ok());
+        }
+    }
+    None
 }
 
 /// Writes a text `msg` frame directly with `rmp`, byte for byte what the serde path writes

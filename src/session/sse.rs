@@ -7,7 +7,9 @@
 //! room's latest id at the moment the stream attached; everything later arrives live, so nothing
 //! is missed or sent twice. A comment line every heartbeat keeps proxies from closing an idle
 //! stream. The stream ends on overflow (the client reconnects with `Last-Event-ID`), token
-//! expiry and shutdown.
+//! expiry and shutdown. A client that stops reading altogether is let go of like a stalled
+//! WebSocket: once its socket has taken no byte for the WebSocket's close deadline (10 s), the
+//! listener drops the connection (src/server/conn.rs).
 
 use std::collections::VecDeque;
 use std::time::Duration;

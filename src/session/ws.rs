@@ -18,8 +18,9 @@
 //! queue that holds memory only while frames wait, a read buffer only while bytes arrive, and
 //! one timer for both the heartbeat and the token's expiry. A connection ends on the client's
 //! close (answered with 1000), silence for two heartbeats, token expiry (4001), a full
-//! outbound queue (4008), rate-limit abuse (4009), an oversize frame (1009) or node shutdown
-//! (1001); frames already queued go out before the close frame.
+//! outbound queue (4008), rate-limit abuse (4009), an oversize frame (1009), a protocol
+//! violation (1002), a text frame that is not UTF-8 (1007) or node shutdown (1001); frames
+//! already queued go out before the close frame.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -37,7 +38,6 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::handle::{Close, Control, Item, Outbound, SessionHandle, Sink, Transport, Trouble};
@@ -61,6 +61,10 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const TOO_BIG: u16 = 1009;
+    /// RFC 6455 §7.4.1: a frame the protocol does not allow.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// RFC 6455 §7.4.1: a text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOKEN_EXPIRED: u16 = 4001;
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const RATE_ABUSE: u16 = 4009;
@@ -74,7 +78,7 @@ const WRITE_BATCH: usize = 64;
 /// The longest header of an unmasked frame (RFC 6455 §5.2): two bytes and an 8-byte length.
 const MAX_HEADER: usize = 10;
 /// How long a close frame may wait for a socket that does not drain.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
+pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Room addresses a connection remembers for rooms it has not entered.
 const ROOM_CACHE: usize = 64;
 
@@ -134,7 +138,7 @@ fn admit(
 pub async fn serve_upgrade(
     state: Arc<AppState>,
     req: actix_http::Request,
-    framed: Framed<TcpStream, h1::Codec>,
+    framed: Framed<crate::server::conn::Conn, h1::Codec>,
 ) -> Result<(), Infallible> {
     let admitted = if req.path() != "/v1/ws" {
         Err(crate::api::no_such_route().into())
@@ -176,7 +180,7 @@ pub async fn serve_upgrade(
     };
     // The HTTP buffers go; bytes the client sent after its handshake stay in `read_buf`.
     let parts = framed.into_parts();
-    let (read, write) = parts.io.into_split();
+    let (read, write) = parts.io.into_inner().into_split();
     let leftover = parts.read_buf.freeze();
     drop(parts.write_buf);
 
@@ -430,7 +434,7 @@ where
                 ProtocolError::Overflow => Ending::TooBig,
                 e => {
                     tracing::debug!(error = %e, "websocket protocol error");
-                    Ending::SocketError
+                    Ending::ProtocolError
                 }
             })?;
             if self.buf.is_empty() && self.buf.capacity() > 0 {
@@ -446,7 +450,7 @@ where
                     tracing::debug!(
                         "websocket protocol error: new message inside a fragmented one"
                     );
-                    return Err(Ending::SocketError);
+                    return Err(Ending::ProtocolError);
                 }
                 OpCode::Binary | OpCode::Text if !fin => {
                     self.partial = Some((opcode == OpCode::Text, data));
@@ -457,7 +461,7 @@ where
                 OpCode::Continue => {
                     let Some((text, mut joined)) = self.partial.take() else {
                         tracing::debug!("websocket protocol error: continuation without a start");
-                        return Err(Ending::SocketError);
+                        return Err(Ending::ProtocolError);
                     };
                     if joined.len() + data.len() > self.max {
                         return Err(Ending::TooBig);
@@ -479,7 +483,7 @@ where
                 OpCode::Close => InFrame::Close,
                 OpCode::Bad => {
                     tracing::debug!("websocket protocol error: bad opcode");
-                    return Err(Ending::SocketError);
+                    return Err(Ending::ProtocolError);
                 }
             };
             return Ok(Some(whole));
@@ -501,6 +505,11 @@ enum Ending {
     RoomLost,
     RateAbuse,
     TooBig,
+    /// A frame RFC 6455 does not allow (reserved bits, unknown opcode, unmasked, broken
+    /// fragmentation): 1002 (§7.4.1).
+    ProtocolError,
+    /// A text frame that is not UTF-8: 1007 (§8.1).
+    InvalidPayload,
     SocketError,
 }
 
@@ -514,6 +523,8 @@ impl Ending {
             Self::RoomLost => Some(close::SERVICE_RESTART),
             Self::RateAbuse => Some(close::RATE_ABUSE),
             Self::TooBig => Some(close::TOO_BIG),
+            Self::ProtocolError => Some(close::PROTOCOL_ERROR),
+            Self::InvalidPayload => Some(close::INVALID_PAYLOAD),
             Self::ClientClosed | Self::Silent | Self::SocketError => None,
         }
     }
@@ -526,6 +537,8 @@ impl Ending {
             Self::RoomLost => "a room restarted; reconnect and recover with enter since",
             Self::RateAbuse => "repeated abuse of the rate limit",
             Self::TooBig => "frame over the frame limit",
+            Self::ProtocolError => "websocket protocol error",
+            Self::InvalidPayload => "a text frame that is not UTF-8",
             Self::CloseRequested | Self::ClientClosed => "closed by the client",
             Self::Silent => "silent for two heartbeats",
             Self::SocketError => "socket error",
@@ -542,6 +555,8 @@ impl Ending {
             Self::RoomLost => "room_lost",
             Self::RateAbuse => "rate_abuse",
             Self::TooBig => "too_big",
+            Self::ProtocolError => "protocol_error",
+            Self::InvalidPayload => "invalid_payload",
             Self::SocketError => "socket_error",
         }
     }
@@ -682,7 +697,7 @@ impl Connection {
             InFrame::Text(text) => {
                 if std::str::from_utf8(&text).is_err() {
                     tracing::debug!("websocket protocol error: text frame is not UTF-8");
-                    return Some(Ending::SocketError);
+                    return Some(Ending::InvalidPayload);
                 }
                 metrics::counter!("chatnode_frames_in_total", "type" => "invalid").increment(1);
                 self.reply_err(
@@ -1007,7 +1022,10 @@ mod tests {
         let mut unmasked = BytesMut::new();
         Parser::write_message(&mut unmasked, b"x", OpCode::Binary, true, false);
         let mut input = inbound(vec![unmasked.freeze()], 4096);
-        assert!(matches!(input.next().await, Some(Err(Ending::SocketError))));
+        assert!(matches!(
+            input.next().await,
+            Some(Err(Ending::ProtocolError))
+        ));
     }
 
     #[tokio::test]

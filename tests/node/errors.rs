@@ -186,7 +186,7 @@ async fn rate_limit_then_abuse_close() {
 /// connection that comes from `client_port`: the connection's inode, from /proc/net/tcp, among
 /// the node's descriptors. (A socket the node has let go of may live on in the kernel for a
 /// while, sending what it holds, but no longer as the node's.)
-fn node_holds_connection(pid: u32, node_port: u16, client_port: u16) -> bool {
+pub(crate) fn node_holds_connection(pid: u32, node_port: u16, client_port: u16) -> bool {
     let port = |field: &str| {
         field
             .rsplit(':')
@@ -350,40 +350,18 @@ async fn silent_connections_are_dropped_after_two_heartbeats() {
 
 /// One HTTP exchange on a fresh socket: writes `request`, reads until the server closes or
 /// the head and `Content-Length` bytes of body are in.
-async fn raw_exchange(node: &TestNode, request: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+pub(crate) async fn raw_exchange(node: &TestNode, request: &[u8]) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
     let mut socket = tokio::net::TcpStream::connect(node.addr)
         .await
         .expect("connect");
     socket.write_all(request).await.expect("write");
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(crate::helpers::WAIT, socket.read(&mut chunk))
-            .await
-            .expect("an answer in time")
-            .expect("read");
-        got.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length || n == 0 {
-                let status = text[9..12].parse().expect("status");
-                return (status, text[end + 4..].to_owned());
-            }
-        }
-        assert!(n > 0, "closed before an answer: {text:?}");
-    }
+    crate::slow_clients::read_answer(&mut socket, crate::helpers::WAIT)
+        .await
+        .expect("an answer in time")
 }
 
-fn handshake(path: &str, method: &str) -> String {
+pub(crate) fn handshake(path: &str, method: &str) -> String {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -483,4 +461,140 @@ async fn a_client_close_is_answered_with_1000() {
         c.closed(Duration::from_secs(5)).await,
         Closed::Code(1000)
     ));
+}
+
+/// An open WebSocket on a raw socket, past its 101, for frames no client library would send.
+pub(crate) async fn raw_websocket(node: &TestNode) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
+    let request = handshake(&format!("/v1/ws?token={}", token("alice")), "GET");
+    socket.write_all(request.as_bytes()).await.expect("write");
+    // Read byte by byte up to the end of the 101's head, so no frame is taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = socket.read(&mut byte).await.expect("read");
+        assert!(n > 0, "closed during the handshake");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    socket
+}
+
+/// Reads server frames (unmasked) until the close frame and returns its code; `None` when
+/// the socket ends without one.
+pub(crate) async fn close_code_of(socket: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    loop {
+        // A whole frame at the front of `buf`: header, then payload.
+        if buf.len() >= 2 {
+            let (len, start) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 if buf.len() >= 10 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&buf[2..10]);
+                    (usize::try_from(u64::from_be_bytes(n)).expect("length"), 10)
+                }
+                126 | 127 => (usize::MAX, 0),
+                n => (usize::from(n), 2),
+            };
+            if len != usize::MAX && buf.len() >= start + len {
+                if buf[0] & 0x0f == 0x8 {
+                    let payload = &buf[start..start + len];
+                    return (payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                }
+                buf.drain(..start + len);
+                continue;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+            .await
+            .expect("the node answers in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A client frame, masked as RFC 6455 requires, with the first byte given as is.
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first, 0x80 | u8::try_from(payload.len()).expect("short")];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_1002_or_1007() {
+    use tokio::io::AsyncWriteExt;
+    let node = TestNode::spawn(&[]);
+    let ping = rmp_serde::to_vec_named(&json!({"t": "ping"})).expect("encode");
+    let mut unmasked = vec![0x82, u8::try_from(ping.len()).expect("short")];
+    unmasked.extend_from_slice(&ping);
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        ("reserved bits", masked(0x82 | 0x40, &ping), 1002),
+        ("unknown opcode", masked(0x83, &ping), 1002),
+        ("unmasked frame", unmasked, 1002),
+        ("continuation without a start", masked(0x80, &ping), 1002),
+        (
+            "text that is not UTF-8",
+            masked(0x81, &[0x7b, 0xff, 0xfe, 0x7d]),
+            1007,
+        ),
+    ];
+    for (name, frame, code) in cases {
+        let mut socket = raw_websocket(&node).await;
+        socket.write_all(&frame).await.expect("write");
+        assert_eq!(close_code_of(&mut socket).await, Some(code), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_err_echoes_the_r_of_a_frame_that_did_not_parse() {
+    let node = TestNode::spawn(&[]);
+    let mut c = node.connect("alice").await;
+    // A map of three entries with `r` first, then `t`, then a value that is no MessagePack
+    // (0xc1 is never used), and one whose last entry is cut off.
+    let mut bad_value = vec![0x83, 0xa1, b'r', 0x09, 0xa1, b't', 0xa4];
+    bad_value.extend_from_slice(b"ping");
+    bad_value.extend_from_slice(&[0xa1, b'x', 0xc1]);
+    let mut cut = vec![0x83, 0xa1, b'r', 0x0a, 0xa1, b't', 0xa4];
+    cut.extend_from_slice(b"ping");
+    cut.extend_from_slice(&[0xa5, b'g', b'r']);
+    for (frame, r) in [(bad_value, 9), (cut, 10)] {
+        c.send_raw(Message::Binary(frame.into())).await;
+        let err = c.recv().await;
+        assert_eq!(err["t"], "err");
+        assert_eq!(err["r"], r, "{err}");
+    }
+    assert_usable(&mut c).await;
+}
+
+#[tokio::test]
+async fn enter_limits_above_200_are_treated_as_200() {
+    let node = TestNode::spawn(&[]);
+    node.rest(&token("alice")).create_room(G, "big", &[]).await;
+    let mut c = node.connect("alice").await;
+    for i in 0..3 {
+        c.say(G, "big", "hi", &format!("c{i}")).await;
+    }
+    let entered = c
+        .call(json!({"t": "enter", "group": G, "room": "big", "limit": 1000}))
+        .await;
+    assert_eq!(entered["t"], "entered", "{entered}");
+    assert_eq!(entered["msgs"].as_array().map(Vec::len), Some(3));
+    for limit in [0, -1] {
+        let err = c
+            .call(json!({"t": "enter", "group": G, "room": "big", "limit": limit}))
+            .await;
+        assert_eq!(err["code"], "bad_request", "limit {limit}");
+    }
 }

@@ -384,3 +384,16 @@ async fn openapi_lists_every_route() {
         }
     }
 }
+
+#[tokio::test]
+async fn oversize_headers_get_431_with_a_json_error() {
+    let node = TestNode::spawn(&[]);
+    // actix-http refuses a head once 128 KiB of it are in. Exactly that much is sent (and no
+    // more), so the node has read everything when it closes and the answer is not reset.
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".to_vec();
+    request.resize(128 * 1024, b'x');
+    let (status, body) = crate::errors::raw_exchange(&node, &request).await;
+    assert_eq!(status, 431);
+    let body: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["error"]["code"], "too_large", "{body}");
+}

@@ -10,4 +10,5 @@ mod lifecycle;
 mod media;
 mod push;
 mod rooms;
+mod slow_clients;
 mod web;
