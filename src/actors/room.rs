@@ -381,6 +381,14 @@ impl RoomActor {
         self.members.contains_key(user)
     }
 
+    /// `user`'s unread count in the room (messages above their cursor); `None` for a
+    /// non-member.
+    fn unread_of(&self, user: &UserId) -> Option<u64> {
+        self.members
+            .get(user)
+            .map(|m| self.last_seq.saturating_sub(m.cursor_seq))
+    }
+
     /// The number of members whose cursor is below `id`.
     fn unread(&self, id: MessageId) -> u32 {
         self.cursors.unread(id)
@@ -494,10 +502,7 @@ impl RoomActor {
             .into_iter()
             .filter(|u| !self.present.contains_key(u))
             .map(|u| {
-                let unread = self
-                    .members
-                    .get(&u)
-                    .map_or(0, |m| self.last_seq.saturating_sub(m.cursor_seq));
+                let unread = self.unread_of(&u).unwrap_or(0);
                 (u, unread)
             })
             .collect::<Vec<_>>();
@@ -599,10 +604,7 @@ impl RoomActor {
             return;
         }
         self.push_stale = true;
-        let unread = self
-            .members
-            .get(user)
-            .map_or(0, |m| self.last_seq.saturating_sub(m.cursor_seq));
+        let unread = self.unread_of(user).unwrap_or(0);
         // Through the group, like the room's activity, so it keeps its order with it.
         self.group.do_send(MemberRead {
             room: self.room_id.clone(),
@@ -1776,9 +1778,7 @@ impl Handler<GetUnread> for RoomActor {
     type Result = Option<u64>;
 
     fn handle(&mut self, msg: GetUnread, _ctx: &mut Self::Context) -> Self::Result {
-        self.members
-            .get(&msg.user)
-            .map(|m| self.last_seq.saturating_sub(m.cursor_seq))
+        self.unread_of(&msg.user)
     }
 }
 

@@ -87,7 +87,9 @@ fn classify(bytes: &[u8]) -> DecodeError {
             .find(|(k, _)| k.as_str() == Some(name))
             .map(|(_, v)| v)
     };
-    let r = lenient_r(bytes);
+    let r = field("r")
+        .and_then(rmpv::Value::as_u64)
+        .and_then(|r| u32::try_from(r).ok());
     match field("t") {
         Some(t) if t.is_str() => {
             DecodeError::new(r, ErrorCode::BadRequest, "a field has the wrong type")
