@@ -34,6 +34,7 @@ use super::fcm::{Alert, FcmClient, Outcome, alert_body, silent_body};
 use crate::config::PushSettings;
 use crate::ids::{GroupId, MessageId, RoomId, UserId};
 use crate::protocol::MessageKind;
+use crate::protocol::frame::summary_text;
 use crate::store::{SharedStore, StoreError, token_digest};
 
 /// Store lookups in flight at once.
@@ -492,7 +493,9 @@ fn render(group: &GroupId, room: &RoomId, collapse_key: &str, work: &Work, token
                         ("group", group.as_str()),
                         ("room", room.as_str()),
                         ("message_id", &id),
-                        ("from", note.from.as_str()),
+                        // Not `from`: FCM reserves it (and `message_type`, `google*`,
+                        // `gcm*`) and refuses the whole request.
+                        ("sender", note.from.as_str()),
                         ("unread", &unread),
                         ("count", &count),
                     ],
@@ -508,6 +511,8 @@ fn render(group: &GroupId, room: &RoomId, collapse_key: &str, work: &Work, token
                     ("type", "read"),
                     ("group", group.as_str()),
                     ("room", room.as_str()),
+                    ("cursor", &cursor),
+                    // The same id under the name older apps read.
                     ("message_id", &cursor),
                     ("unread", &unread),
                 ],
@@ -518,14 +523,16 @@ fn render(group: &GroupId, room: &RoomId, collapse_key: &str, work: &Work, token
 }
 
 /// A notification's title and body: the sender's name (or the room's title), and the
-/// preview, with the count in front when the window held more than one message.
+/// preview, with the count in front when the window held more than one message. Both are cut
+/// to [`SUMMARY_TEXT_CHARS`](crate::protocol::frame::SUMMARY_TEXT_CHARS) characters: a display name comes from the token unbounded, and FCM
+/// refuses a request whose data and notification exceed 4096 bytes.
 pub fn alert_text(note: &MessageNote, count: u32) -> (String, String) {
-    let title = note
-        .from_name
-        .as_deref()
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or(&note.room_title)
-        .to_owned();
+    let title = summary_text(
+        note.from_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(&note.room_title),
+    );
     let preview = match note.kind {
         MessageKind::Text => note.preview.as_deref().unwrap_or_default(),
         MessageKind::Image => "Photo",

@@ -564,7 +564,11 @@ pub fn alert_body(token: &str, alert: &Alert<'_>) -> Bytes {
                 "notification": {"tag": alert.collapse_key},
             },
             "apns": {
-                "headers": {"apns-collapse-id": alert.collapse_key, "apns-priority": "10"},
+                "headers": {
+                    "apns-push-type": "alert",
+                    "apns-collapse-id": alert.collapse_key,
+                    "apns-priority": "10",
+                },
                 "payload": {"aps": {"thread-id": alert.collapse_key}},
             },
         }

@@ -4,14 +4,16 @@
 //! none for present, subscribed or muted members (nor the sender), silent read notices, the
 //! retry after 503 with `Retry-After` and after 429, deletion of unregistered tokens, the access
 //! token's refresh before it expires, chat unaffected by an FCM outage, and a bad key file.
+//! The mock refuses what Google's FCM refuses (reserved data keys, unknown fields, oversized
+//! payloads, ...); one test here shows it does, on the node's own request bodies.
 
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::fcm_mock::{FcmMock, Script, Send};
-use crate::helpers::{TestNode, token};
+use crate::fcm_mock::{FcmMock, Script, Send, check_google};
+use crate::helpers::{SECRET, TestNode, token};
 
 const G: &str = "team";
 const PROJECT: &str = "test-project";
@@ -258,7 +260,7 @@ async fn a_burst_becomes_one_push_per_window() {
     assert_eq!(m["data"]["group"], G);
     assert_eq!(m["data"]["room"], "r");
     assert_eq!(m["data"]["message_id"], last.to_string());
-    assert_eq!(m["data"]["from"], "alice");
+    assert_eq!(m["data"]["sender"], "alice");
     assert_eq!(m["data"]["unread"], "50");
     assert_eq!(m["data"]["count"], "50");
     assert_eq!(m["android"]["collapse_key"], "team/r");
@@ -310,6 +312,7 @@ async fn every_sender_in_a_window_reaches_every_other_member() {
     // Bob's own send read the room for him: his alert became a silent notice.
     let b = &bob[0].body["message"];
     assert_eq!(b["data"]["type"], "read");
+    assert_eq!(b["data"]["cursor"], last.to_string());
     assert_eq!(b["data"]["unread"], "0");
     assert_eq!(push.mock.errors(), Vec::<String>::new());
 }
@@ -355,6 +358,7 @@ async fn present_subscribed_and_muted_members_get_no_push() {
     let dave = push.mock.wait_sends_to("dave-phone", 3, LONG).await;
     let m = &dave[2].body["message"];
     assert_eq!(m["data"]["type"], "read");
+    assert_eq!(m["data"]["cursor"], m["data"]["message_id"]);
     assert_eq!(m["data"]["unread"], "0");
     assert!(m.get("notification").is_none(), "a read notice is silent");
     let sends = settle(&push.mock, Duration::from_millis(500)).await;
@@ -548,4 +552,138 @@ async fn a_bad_key_file_stops_the_node_with_a_clear_error() {
         stderr.contains("push.fcm_key_file") && stderr.contains("private_key"),
         "{stderr}"
     );
+}
+
+/// The node's own request bodies pass the stand-in's rules of Google's `messages:send`, and
+/// each way FCM refuses a request makes the stand-in refuse it too, so those rules can fail.
+#[test]
+fn the_fcm_stand_in_refuses_what_google_refuses() {
+    use chatnode::push::fcm::{Alert, alert_body, silent_body};
+    let data = [
+        ("type", "message"),
+        ("group", G),
+        ("room", "r"),
+        ("sender", "alice"),
+    ];
+    let alert = alert_body(
+        "device-1",
+        &Alert {
+            title: "alice",
+            body: "hello",
+            data: &data,
+            collapse_key: "team/r",
+        },
+    );
+    let alert: Value = serde_json::from_slice(&alert).expect("json");
+    let silent = silent_body("device-1", &[("type", "read"), ("cursor", "7")], "team/r");
+    let silent: Value = serde_json::from_slice(&silent).expect("json");
+    for body in [&alert, &silent] {
+        if let Err(v) = check_google(body) {
+            panic!(
+                "the node's body is refused: {}: {}\n{body:#}",
+                v.field, v.description
+            );
+        }
+    }
+
+    /// One way to spoil a request, by name.
+    type Spoil = (&'static str, fn(&mut Value));
+    let refused: Vec<Spoil> = vec![
+        ("reserved key from", |b| {
+            b["message"]["data"]["from"] = json!("x")
+        }),
+        ("reserved key message_type", |b| {
+            b["message"]["data"]["message_type"] = json!("x")
+        }),
+        ("reserved prefix google", |b| {
+            b["message"]["data"]["google.c.a.e"] = json!("1")
+        }),
+        ("reserved prefix gcm", |b| {
+            b["message"]["data"]["gcm.n.e"] = json!("1")
+        }),
+        ("reserved key in android.data", |b| {
+            b["message"]["android"]["data"] = json!({"from": "x"})
+        }),
+        ("a number in data", |b| {
+            b["message"]["data"]["unread"] = json!(3)
+        }),
+        ("an unknown message field", |b| {
+            b["message"]["priority"] = json!("high")
+        }),
+        ("an unknown android field", |b| {
+            b["message"]["android"]["collapseId"] = json!("x")
+        }),
+        ("a bad android priority", |b| {
+            b["message"]["android"]["priority"] = json!("urgent")
+        }),
+        ("a ttl without unit", |b| {
+            b["message"]["android"]["ttl"] = json!("60")
+        }),
+        ("a notification field of the wrong type", |b| {
+            b["message"]["notification"]["title"] = json!(1)
+        }),
+        ("no target", |b| {
+            b["message"].as_object_mut().map(|m| m.remove("token"));
+        }),
+        ("two targets", |b| b["message"]["topic"] = json!("news")),
+        ("an empty token", |b| b["message"]["token"] = json!("")),
+        ("a bad apns-priority", |b| {
+            b["message"]["apns"]["headers"]["apns-priority"] = json!("7")
+        }),
+        ("a long apns-collapse-id", |b| {
+            b["message"]["apns"]["headers"]["apns-collapse-id"] = json!("k".repeat(65))
+        }),
+        ("a payload over 4096 bytes", |b| {
+            b["message"]["notification"]["body"] = json!("é".repeat(2100))
+        }),
+    ];
+    for (what, change) in &refused {
+        let mut body = alert.clone();
+        change(&mut body);
+        assert!(check_google(&body).is_err(), "{what} passed: {body:#}");
+    }
+    let mut loud = silent.clone();
+    loud["message"]["apns"]["headers"]["apns-priority"] = json!("10");
+    assert!(
+        check_google(&loud).is_err(),
+        "a background push at priority 10 passed"
+    );
+}
+
+/// The longest names and texts the node takes still make pushes FCM accepts: 64-character ids,
+/// a 200-character room title, a sender's display name of 1,000 four-byte characters, a
+/// 4,000-character message.
+#[tokio::test]
+async fn pushes_of_the_longest_names_and_texts_fit_fcm_limits() {
+    let push = start(200, 3600, &[]);
+    let node = &push.node;
+    let (group, room, sender) = ("g".repeat(64), "r".repeat(64), "s".repeat(64));
+    let name = "😀".repeat(1000);
+    let sender_token =
+        chatnode::auth::mint(SECRET.as_bytes(), &sender, Some(&name), 3600, false, None)
+            .expect("mint");
+    let rest = node.rest(&sender_token);
+    let (status, body) = rest
+        .post(
+            &format!("/v1/groups/{group}/rooms"),
+            json!({"room": room, "title": "제".repeat(200), "kind": "group", "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "create: {body}");
+    register(node, "bob", "bob-phone", "ios").await;
+    let (status, sent) = rest
+        .post(
+            &format!("/v1/groups/{group}/rooms/{room}/messages"),
+            json!({"kind": "text", "text": "😀".repeat(4000), "cmid": "long-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "send: {sent}");
+    let sends = push.mock.wait_sends_to("bob-phone", 1, LONG).await;
+    assert_eq!(push.mock.errors(), Vec::<String>::new());
+    assert_eq!(sends[0].status, 200);
+    let m = &sends[0].body["message"];
+    assert_eq!(m["data"]["sender"], sender.as_str());
+    let title = m["notification"]["title"].as_str().unwrap_or_default();
+    assert!(title.starts_with("😀😀"), "the sender's name: {title}");
+    assert!(title.chars().count() <= 100, "the title is cut: {title}");
 }
