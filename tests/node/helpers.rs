@@ -108,6 +108,14 @@ impl TestNode {
         }
     }
 
+    /// Kills the node with SIGKILL (no drain, no flush) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the node");
+            child.wait().expect("wait for the killed node");
+        }
+    }
+
     /// Stops the node (SIGTERM) and starts it again on the same data directory.
     /// (If it is still running.)
     pub fn restart(&mut self) {
@@ -316,7 +324,8 @@ impl TestClient {
         }
     }
 
-    async fn next_frame(&mut self) -> Result<Value, Closed> {
+    /// The next frame, or how the connection ended (a killed node ends it without a code).
+    pub async fn next_frame(&mut self) -> Result<Value, Closed> {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Binary(bytes))) => {

@@ -2,6 +2,7 @@
 //! clients. One file per feature.
 
 mod chat;
+mod crash;
 mod errors;
 mod fcm_mock;
 mod helpers;
