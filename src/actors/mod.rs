@@ -16,7 +16,6 @@
 //! Replies travel through a [`Responder`]: straight into a connection's outbound queue as an
 //! encoded frame, or through a oneshot to a REST handler. Handlers never wait on connections.
 
-pub mod cursors;
 pub mod directory;
 pub mod group;
 pub mod room;

@@ -13,8 +13,20 @@
 //! Started by its [`GroupActor`] with the room's state already loaded; stops when idle, when
 //! the room is deleted, at shutdown, or when its group dies (then the restarted group reloads
 //! it from the store).
+//!
+//! The room's state lives in plain, actix-free and store-free parts, each with its rules and
+//! their unit tests: [`members`] (members and read cursors), [`presence`] (who is present,
+//! the typing throttle), [`cache`] (the latest messages), [`pipeline`] (stamped messages
+//! waiting for the store, released in id order) and [`cmids`] (recent client message ids).
+//! The handlers here check, update that state, start the I/O and broadcast.
 
-use std::collections::VecDeque;
+pub mod cache;
+pub mod cmids;
+pub mod cursors;
+pub mod members;
+pub mod pipeline;
+pub mod presence;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +34,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::cursors::Cursors;
+use self::cache::HistoryCache;
+use self::cmids::{CmidKey, RecentCmids, Seen};
+use self::members::{Cursor, Members};
+use self::pipeline::Pipeline;
+use self::presence::Presence;
 use super::group::{GroupActor, MemberRead, MoreActivity, RoomActivity, RoomStopped};
 use super::{ActorDeps, EnteredReply, OutMessage, PageReply, Responder, SentInfo};
 use crate::error::ChatError;
@@ -37,11 +53,10 @@ use crate::store::{
     StoredMessage,
 };
 
-/// The room's maps are keyed by ids it hashes on every message (members, presence, the dirty
+/// The room's maps are keyed by ids it hashes on every message (members, presence, the moved
 /// cursors): foldhash, seeded per map, is several times faster than std's SipHash on short
 /// keys.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// At most one `typing` per user and room is forwarded in this interval (§3.1).
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
@@ -214,27 +229,12 @@ pub struct Drain;
 // ---------------------------------------------------------------------------------------------
 // The actor.
 
-struct Member {
-    cursor: MessageId,
-    cursor_seq: u64,
-}
-
 /// A stamped message waiting for the store.
 struct Pending {
     msg: StoredMessage,
     /// The author's display name, for push.
     from_name: Option<String>,
     responder: Responder<SentInfo>,
-    result: Option<Result<AppendOutcome, StoreError>>,
-}
-
-enum CmidState {
-    /// The first send is in flight; these duplicates wait for its reply.
-    InFlight(Vec<Responder<SentInfo>>),
-    Done {
-        id: MessageId,
-        ts: i64,
-    },
 }
 
 pub struct RoomActor {
@@ -246,20 +246,15 @@ pub struct RoomActor {
     group_alive: CancellationToken,
     generation: u64,
     group_subscribers: Arc<AtomicUsize>,
-    members: HashMap<UserId, Member>,
-    /// Every member's cursor: unread(id) = cursors below id.
-    cursors: Cursors,
-    dirty: HashSet<UserId>,
+    members: Members,
+    /// The connections present, to fan out to.
     sessions: HashMap<SessionId, SessionHandle>,
-    present: HashMap<UserId, Vec<SessionId>>,
-    /// The latest durable messages, oldest first.
-    cache: VecDeque<StoredMessage>,
-    /// True while `cache` holds the room's whole history.
-    cache_complete: bool,
+    presence: Presence,
+    cache: HistoryCache,
     last_id: MessageId,
     last_seq: u64,
     next_seq: u64,
-    pending: VecDeque<Pending>,
+    pending: Pipeline<Pending>,
     /// Stamped messages not yet handed to the store: they go together, as one
     /// `append_messages` call, once the actor has handled what its mailbox holds.
     to_store: Vec<StoredMessage>,
@@ -267,9 +262,7 @@ pub struct RoomActor {
     /// stamped when the lookup returns, so ids stay in the order the room stamps them.
     media_lookups: HashMap<u64, PostMessage>,
     next_lookup: u64,
-    cmids: HashMap<(UserId, String), CmidState>,
-    cmid_order: VecDeque<(UserId, String)>,
-    typing: HashMap<UserId, Instant>,
+    cmids: RecentCmids<Responder<SentInfo>>,
     last_activity: Instant,
     closing: bool,
     /// Waiting for the pending queue to empty before a drain completes.
@@ -281,28 +274,6 @@ pub struct RoomActor {
     push_full: Option<(Instant, UserId)>,
     /// Presence, membership or a cursor moved since `push_full`.
     push_stale: bool,
-}
-
-/// Moves a member's cursor forward to `to` and marks it for saving; returns the old cursor
-/// when it moved. A free function so callers can hold other fields of the room meanwhile.
-fn move_cursor(
-    members: &mut HashMap<UserId, Member>,
-    dirty: &mut HashSet<UserId>,
-    user: &UserId,
-    to: MessageId,
-    to_seq: u64,
-) -> Option<MessageId> {
-    let member = members.get_mut(user)?;
-    if to <= member.cursor {
-        return None;
-    }
-    let from = member.cursor;
-    member.cursor = to;
-    member.cursor_seq = member.cursor_seq.max(to_seq);
-    if !dirty.contains(user) {
-        dirty.insert(user.clone());
-    }
-    Some(from)
 }
 
 /// What a group passes to start a room.
@@ -325,24 +296,11 @@ impl RoomActor {
             generation,
             group_subscribers,
         } = start;
-        let cache_cap = deps.settings.rooms.cache_messages;
-        let cache_complete = loaded.recent.len() < cache_cap;
         let (last_id, last_seq) = loaded.recent.last().map_or((0, 0), |m| (m.id, m.seq));
         deps.snowflake.observe(last_id);
-        let mut members =
-            HashMap::with_capacity_and_hasher(loaded.members.len(), Default::default());
-        let mut cursors = Vec::with_capacity(loaded.members.len());
-        for m in loaded.members {
-            cursors.push(m.cursor);
-            members.insert(
-                m.user,
-                Member {
-                    cursor: m.cursor,
-                    cursor_seq: m.cursor_seq,
-                },
-            );
-        }
-        let cursors = Cursors::new(cursors);
+        let rooms = &deps.settings.rooms;
+        let cache = HistoryCache::new(loaded.recent, rooms.cache_messages);
+        let cmids = RecentCmids::new(rooms.recent_cmids);
         Self {
             group_id: loaded.record.group.clone(),
             room_id: loaded.record.room.clone(),
@@ -352,23 +310,18 @@ impl RoomActor {
             group_alive,
             generation,
             group_subscribers,
-            members,
-            cursors,
-            dirty: HashSet::default(),
+            members: Members::new(loaded.members),
             sessions: HashMap::default(),
-            present: HashMap::default(),
-            cache: loaded.recent.into(),
-            cache_complete,
+            presence: Presence::new(TYPING_INTERVAL),
+            cache,
             last_id,
             last_seq,
             next_seq: last_seq,
-            pending: VecDeque::new(),
+            pending: Pipeline::default(),
             to_store: Vec::new(),
             media_lookups: HashMap::default(),
             next_lookup: 0,
-            cmids: HashMap::default(),
-            cmid_order: VecDeque::new(),
-            typing: HashMap::default(),
+            cmids,
             last_activity: Instant::now(),
             closing: false,
             drained: Vec::new(),
@@ -378,20 +331,18 @@ impl RoomActor {
     }
 
     fn is_member(&self, user: &UserId) -> bool {
-        self.members.contains_key(user)
+        self.members.contains(user)
     }
 
     /// `user`'s unread count in the room (messages above their cursor); `None` for a
     /// non-member.
     fn unread_of(&self, user: &UserId) -> Option<u64> {
-        self.members
-            .get(user)
-            .map(|m| self.last_seq.saturating_sub(m.cursor_seq))
+        self.members.unread_of(user, self.last_seq)
     }
 
     /// The number of members whose cursor is below `id`.
     fn unread(&self, id: MessageId) -> u32 {
-        self.cursors.unread(id)
+        self.members.unread(id)
     }
 
     fn out(&self, msg: StoredMessage) -> OutMessage {
@@ -401,60 +352,23 @@ impl RoomActor {
 
     /// Moves a member's cursor forward; returns the old cursor when it moved.
     fn advance_cursor(&mut self, user: &UserId, to: MessageId, to_seq: u64) -> Option<MessageId> {
-        let from = move_cursor(&mut self.members, &mut self.dirty, user, to, to_seq)?;
-        self.cursors.replace(from, to);
-        Some(from)
+        self.members.advance(
+            user,
+            Cursor {
+                id: to,
+                seq: to_seq,
+            },
+        )
     }
 
-    /// Moves the cursors of everyone present and of `sender` to the room's newest message `to`
-    /// (a message just stored), all in one pass over the sorted cursors. Returns those whose
-    /// cursor was below `caught_up` (they skipped unread messages), with where they were.
-    fn advance_readers_to_newest(
-        &mut self,
-        sender: &UserId,
-        to: MessageId,
-        to_seq: u64,
-        caught_up: MessageId,
-    ) -> Vec<(UserId, MessageId)> {
-        let Self {
-            present,
-            members,
-            dirty,
-            cursors,
-            ..
-        } = self;
-        let mut froms = Vec::with_capacity(present.len() + 1);
-        let mut behind = Vec::new();
-        let mut advance = |user: &UserId| {
-            if let Some(from) = move_cursor(members, dirty, user, to, to_seq) {
-                froms.push(from);
-                if from < caught_up {
-                    behind.push((user.clone(), from));
-                }
-            }
-        };
-        for user in present.keys() {
-            advance(user);
-        }
-        if !present.contains_key(sender) {
-            advance(sender);
-        }
-        cursors.advance_to_newest(froms, to);
-        behind
-    }
-
-    fn insert_member(&mut self, user: UserId, cursor: MessageId, cursor_seq: u64) {
+    fn insert_member(&mut self, user: UserId, cursor: Cursor) {
         self.push_stale = true;
-        self.cursors.insert(cursor);
-        self.members.insert(user, Member { cursor, cursor_seq });
+        self.members.insert(user, cursor);
     }
 
     fn drop_member(&mut self, user: &UserId) {
         self.push_stale = true;
-        if let Some(member) = self.members.remove(user) {
-            self.cursors.remove(member.cursor);
-        }
-        self.dirty.remove(user);
+        self.members.remove(user);
     }
 
     fn broadcast(&self, frame: &ServerFrame<'_>, except: Option<SessionId>) {
@@ -500,7 +414,7 @@ impl RoomActor {
         }
         let recipients = users
             .into_iter()
-            .filter(|u| !self.present.contains_key(u))
+            .filter(|u| !self.presence.contains(u))
             .map(|u| {
                 let unread = self.unread_of(&u).unwrap_or(0);
                 (u, unread)
@@ -543,12 +457,12 @@ impl RoomActor {
             self.push_stale = false;
         }
         let mut recipients =
-            Vec::with_capacity(self.members.len().saturating_sub(self.present.len()));
+            Vec::with_capacity(self.members.len().saturating_sub(self.presence.count()));
         recipients.extend(
             self.members
                 .iter()
-                .filter(|(user, _)| !self.present.contains_key(*user))
-                .map(|(user, m)| (user.clone(), self.last_seq.saturating_sub(m.cursor_seq))),
+                .filter(|(user, _)| !self.presence.contains(user))
+                .map(|(user, c)| (user.clone(), self.last_seq.saturating_sub(c.seq))),
         );
         self.send_activity(RoomEventKind::Updated, recipients, push);
     }
@@ -562,7 +476,7 @@ impl RoomActor {
         if recipients.is_empty() {
             return;
         }
-        let last = self.cache.back().map(|m| MessageSummary {
+        let last = self.cache.newest().map(|m| MessageSummary {
             id: Id(m.id),
             from: m.from.to_string(),
             kind: m.kind,
@@ -616,26 +530,10 @@ impl RoomActor {
 
     fn absent_members(&self) -> Vec<UserId> {
         self.members
-            .keys()
-            .filter(|u| !self.present.contains_key(*u))
+            .users()
+            .filter(|u| !self.presence.contains(u))
             .cloned()
             .collect()
-    }
-
-    fn remember_cmid(&mut self, key: (UserId, String), state: CmidState) {
-        if self.cmids.insert(key.clone(), state).is_none() {
-            self.cmid_order.push_back(key);
-        }
-        while self.cmid_order.len() > self.deps.settings.rooms.recent_cmids {
-            if let Some(old) = self.cmid_order.pop_front() {
-                if matches!(self.cmids.get(&old), Some(CmidState::InFlight(_))) {
-                    // Never forget a send that is still in flight; keep it at the back.
-                    self.cmid_order.push_back(old);
-                    break;
-                }
-                self.cmids.remove(&old);
-            }
-        }
     }
 
     fn sent_info(&self, id: MessageId, ts: i64, cmid: &str) -> SentInfo {
@@ -649,51 +547,12 @@ impl RoomActor {
         }
     }
 
-    fn push_cache(&mut self, msg: StoredMessage) {
-        self.cache.push_back(msg);
-        while self.cache.len() > self.deps.settings.rooms.cache_messages {
-            self.cache.pop_front();
-            self.cache_complete = false;
-        }
-    }
-
-    /// The seq of the latest message with id <= `id`, when the cache can tell.
-    fn cached_seq_at(&self, id: MessageId) -> Option<u64> {
-        let front = self.cache.front()?;
-        if id < front.id {
-            return self.cache_complete.then_some(0);
-        }
-        let at = self.cache.partition_point(|m| m.id <= id);
-        at.checked_sub(1)
-            .and_then(|i| self.cache.get(i))
-            .map(|m| m.seq)
-    }
-
-    /// A message by id from the cache.
-    fn cached(&self, id: MessageId) -> Option<&StoredMessage> {
-        let at = self.cache.partition_point(|m| m.id < id);
-        self.cache.get(at).filter(|m| m.id == id)
-    }
-
-    fn cached_mut(&mut self, id: MessageId) -> Option<&mut StoredMessage> {
-        let at = self.cache.partition_point(|m| m.id < id);
-        self.cache.get_mut(at).filter(|m| m.id == id)
-    }
-
-    /// Writes dirty cursors to the store in one batch.
+    /// Writes the moved cursors to the store in one batch.
     fn flush_cursors(&mut self, ctx: Option<&mut Context<Self>>) {
-        if self.dirty.is_empty() {
+        let cursors = self.members.take_moved();
+        if cursors.is_empty() {
             return;
         }
-        let cursors: Vec<(UserId, MessageId, u64)> = self
-            .dirty
-            .drain()
-            .filter_map(|u| {
-                self.members
-                    .get(&u)
-                    .map(|m| (u.clone(), m.cursor, m.cursor_seq))
-            })
-            .collect();
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
         let fut = async move {
@@ -714,50 +573,27 @@ impl RoomActor {
 
     /// Releases durable messages at the front of the pending queue, in id order.
     fn release_pending(&mut self) {
-        while self.pending.front().is_some_and(|p| p.result.is_some()) {
-            let Some(Pending {
+        while let Some((pending, outcome)) = self.pending.pop_ready() {
+            let Pending {
                 msg,
                 from_name,
                 responder,
-                result,
-            }) = self.pending.pop_front()
-            else {
-                break;
-            };
+            } = pending;
             let cmid_key = msg.cmid.clone().map(|c| (msg.from.clone(), c));
-            let waiters = match cmid_key.as_ref().and_then(|k| self.cmids.remove(k)) {
-                Some(CmidState::InFlight(waiters)) => waiters,
-                _ => Vec::new(),
-            };
-            match result {
-                Some(Ok(AppendOutcome::Stored)) => {
-                    self.on_stored(msg, from_name, responder, waiters, cmid_key);
-                }
-                Some(Ok(AppendOutcome::Duplicate(first))) => {
+            match outcome {
+                Ok(AppendOutcome::Stored) => self.on_stored(msg, from_name, responder, cmid_key),
+                Ok(AppendOutcome::Duplicate(first)) => {
                     let cmid = msg.cmid.as_deref().unwrap_or_default();
                     let info = self.sent_info(first.id, first.ts, cmid);
-                    if let Some(key) = cmid_key {
-                        self.remember_cmid(
-                            key,
-                            CmidState::Done {
-                                id: first.id,
-                                ts: first.ts,
-                            },
-                        );
-                    }
-                    responder.respond(&self.group_id, &self.room_id, Ok(info.clone()));
-                    for w in waiters {
-                        w.respond(&self.group_id, &self.room_id, Ok(info.clone()));
-                    }
+                    let waiters = cmid_key
+                        .map(|k| self.cmids.finish(k, first.id, first.ts))
+                        .unwrap_or_default();
+                    self.answer_all(responder, waiters, Ok(info));
                 }
-                Some(Err(e)) => {
-                    let err = ChatError::from(e);
-                    responder.respond(&self.group_id, &self.room_id, Err(err.clone()));
-                    for w in waiters {
-                        w.respond(&self.group_id, &self.room_id, Err(err.clone()));
-                    }
+                Err(e) => {
+                    let waiters = cmid_key.map(|k| self.cmids.fail(&k)).unwrap_or_default();
+                    self.answer_all(responder, waiters, Err(ChatError::from(e)));
                 }
-                None => {}
             }
         }
         if self.pending.is_empty() {
@@ -766,13 +602,25 @@ impl RoomActor {
         }
     }
 
+    /// Answers a send and the duplicates that waited for it.
+    fn answer_all<T: super::WsReply + Clone>(
+        &self,
+        responder: Responder<T>,
+        waiters: Vec<Responder<T>>,
+        result: Result<T, ChatError>,
+    ) {
+        responder.respond(&self.group_id, &self.room_id, result.clone());
+        for w in waiters {
+            w.respond(&self.group_id, &self.room_id, result.clone());
+        }
+    }
+
     fn on_stored(
         &mut self,
         msg: StoredMessage,
         from_name: Option<String>,
         responder: Responder<SentInfo>,
-        waiters: Vec<Responder<SentInfo>>,
-        cmid_key: Option<(UserId, String)>,
+        cmid_key: Option<CmidKey>,
     ) {
         let prev_last = self.last_id;
         self.last_id = msg.id;
@@ -780,7 +628,12 @@ impl RoomActor {
         metrics::counter!("chatnode_messages_stored_total").increment(1);
         // The sender and everyone present have now read it. A cursor that jumps over older
         // unread messages is announced, so clients can lower those counts.
-        for (user, from) in self.advance_readers_to_newest(&msg.from, msg.id, msg.seq, prev_last) {
+        let readers = self.presence.users().chain(std::iter::once(&msg.from));
+        let newest = Cursor {
+            id: msg.id,
+            seq: msg.seq,
+        };
+        for (user, from) in self.members.advance_to_newest(readers, newest, prev_last) {
             self.send_receipt(&user, from, prev_last);
             self.push_read(&user, msg.id);
         }
@@ -794,19 +647,10 @@ impl RoomActor {
             unread,
             cmid,
         };
-        if let Some(key) = cmid_key {
-            self.remember_cmid(
-                key,
-                CmidState::Done {
-                    id: msg.id,
-                    ts: msg.ts,
-                },
-            );
-        }
-        responder.respond(&self.group_id, &self.room_id, Ok(info.clone()));
-        for w in waiters {
-            w.respond(&self.group_id, &self.room_id, Ok(info.clone()));
-        }
+        let waiters = cmid_key
+            .map(|k| self.cmids.finish(k, msg.id, msg.ts))
+            .unwrap_or_default();
+        self.answer_all(responder, waiters, Ok(info));
         let frame = ServerFrame::Msg {
             group: self.group_id.as_str(),
             room: self.room_id.as_str(),
@@ -822,21 +666,13 @@ impl RoomActor {
         metrics::histogram!("chatnode_fanout_size").record(self.sessions.len() as f64);
         self.broadcast(&frame, None);
         let push = self.push_note(&msg, from_name);
-        self.push_cache(msg);
+        self.cache.push(msg);
         self.notify_absent(push);
     }
 
     /// Writes the last cursors, answers the drain, and stops.
     fn finish_drain(&mut self, ctx: &mut Context<Self>) {
-        let cursors: Vec<(UserId, MessageId, u64)> = self
-            .dirty
-            .drain()
-            .filter_map(|u| {
-                self.members
-                    .get(&u)
-                    .map(|m| (u.clone(), m.cursor, m.cursor_seq))
-            })
-            .collect();
+        let cursors = self.members.take_moved();
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
         ctx.wait(
@@ -872,16 +708,7 @@ impl RoomActor {
             return;
         };
         let user = handle.user().clone();
-        let gone = match self.present.get_mut(&user) {
-            Some(list) => {
-                list.retain(|s| *s != session);
-                list.is_empty()
-            }
-            None => false,
-        };
-        if gone {
-            self.present.remove(&user);
-            self.typing.remove(&user);
+        if self.presence.leave(&user, session) {
             metrics::gauge!("chatnode_present_users").decrement(1.0);
             self.broadcast(
                 &ServerFrame::Presence {
@@ -896,41 +723,14 @@ impl RoomActor {
     }
 
     fn page_from_cache(&self, before: Option<MessageId>, limit: usize) -> Option<PageReply> {
-        let end = match before {
-            Some(b) => self.cache.partition_point(|m| m.id < b),
-            None => self.cache.len(),
-        };
-        if end < limit && !self.cache_complete {
-            return None;
-        }
-        let start = end.saturating_sub(limit);
-        let more = start > 0 || !self.cache_complete;
-        let msgs = self
-            .cache
-            .range(start..end)
-            .map(|m| self.out(m.clone()))
-            .collect();
+        let (msgs, more) = self.cache.before(before, limit)?;
+        let msgs = msgs.map(|m| self.out(m.clone())).collect();
         Some(PageReply { msgs, more })
     }
 
     fn after_from_cache(&self, since: MessageId, limit: usize) -> Option<(Vec<OutMessage>, bool)> {
-        let covered = self.cache_complete
-            || self
-                .cache
-                .front()
-                .is_some_and(|front| since.saturating_add(1) >= front.id)
-            || self.cache.is_empty() && self.last_id <= since;
-        if !covered {
-            return None;
-        }
-        let start = self.cache.partition_point(|m| m.id <= since);
-        let end = (start + limit).min(self.cache.len());
-        let msgs = self
-            .cache
-            .range(start..end)
-            .map(|m| self.out(m.clone()))
-            .collect();
-        Some((msgs, end < self.cache.len()))
+        let (msgs, more) = self.cache.after(since, limit, self.last_id)?;
+        Some((msgs.map(|m| self.out(m.clone())).collect(), more))
     }
 
     fn finish_edit(
@@ -943,7 +743,7 @@ impl RoomActor {
             responder.respond(&self.group_id, &self.room_id, Err(e.into()));
             return;
         }
-        if let Some(cached) = self.cached_mut(updated.id) {
+        if let Some(cached) = self.cache.get_mut(updated.id) {
             *cached = updated.clone();
         }
         responder.respond(&self.group_id, &self.room_id, Ok(()));
@@ -993,7 +793,7 @@ impl RoomActor {
     ) {
         let store = self.deps.store.clone();
         let (group, room) = (self.group_id.clone(), self.room_id.clone());
-        let cached = self.cached(id).cloned();
+        let cached = self.cache.get(id).cloned();
         let fut = async move {
             let current = match cached {
                 Some(m) => Some(m),
@@ -1065,7 +865,7 @@ impl Actor for RoomActor {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         metrics::gauge!("chatnode_active_rooms").decrement(1.0);
         self.flush_cursors(None);
-        for pending in self.pending.drain(..) {
+        for pending in self.pending.drain() {
             pending
                 .responder
                 .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
@@ -1075,8 +875,7 @@ impl Actor for RoomActor {
                 .responder
                 .respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
         }
-        metrics::gauge!("chatnode_present_users").decrement(self.present.len() as f64);
-        self.present.clear();
+        metrics::gauge!("chatnode_present_users").decrement(self.presence.clear() as f64);
         // A room stops with connections present only when its group died (idle rooms have
         // none, deleted rooms drop theirs, a draining node closes them with 1001 itself):
         // end them, so their clients reconnect and recover instead of waiting in a dead room.
@@ -1103,15 +902,9 @@ impl Handler<Attach> for RoomActor {
         }
         self.last_activity = Instant::now();
         let session_id = msg.session.id();
-        let newly_present = !self.present.contains_key(&user);
         self.push_stale = true;
-        if self.sessions.insert(session_id, msg.session).is_none() {
-            self.present
-                .entry(user.clone())
-                .or_default()
-                .push(session_id);
-        }
-        if newly_present {
+        self.sessions.insert(session_id, msg.session);
+        if self.presence.arrive(&user, session_id) {
             metrics::gauge!("chatnode_present_users").increment(1.0);
             self.broadcast(
                 &ServerFrame::Presence {
@@ -1123,7 +916,7 @@ impl Handler<Attach> for RoomActor {
                 Some(session_id),
             );
         }
-        let cursor_before = self.members.get(&user).map_or(0, |m| m.cursor);
+        let cursor_before = self.members.cursor(&user).map_or(0, |c| c.id);
         // The receipt goes out after the `entered` reply, so the new connection sees its reply
         // first and then the same events as everyone else.
         let receipt = self
@@ -1133,7 +926,7 @@ impl Handler<Attach> for RoomActor {
             self.push_read(&user, self.last_id);
         }
         let members = self.members.len() as u32;
-        let present: Vec<String> = self.present.keys().map(|u| u.to_string()).collect();
+        let present: Vec<String> = self.presence.users().map(|u| u.to_string()).collect();
         let limit = msg.limit;
         let page = match msg.since {
             None => self.page_from_cache(None, limit).map(|p| (p.msgs, p.more)),
@@ -1224,17 +1017,23 @@ impl Handler<PostMessage> for RoomActor {
         }
         self.last_activity = Instant::now();
         let key = (msg.from.clone(), msg.cmid.clone());
-        if let Some(CmidState::Done { id, ts }) = self.cmids.get(&key)
-            && now_ms() - *ts < crate::store::IDEMPOTENCY_WINDOW_MS
+        match self
+            .cmids
+            .lookup(&key, now_ms(), crate::store::IDEMPOTENCY_WINDOW_MS)
         {
-            let info = self.sent_info(*id, *ts, &msg.cmid);
-            msg.responder
-                .respond(&self.group_id, &self.room_id, Ok(info));
-            return;
-        }
-        if let Some(CmidState::InFlight(waiters)) = self.cmids.get_mut(&key) {
-            waiters.push(msg.responder);
-            return;
+            Seen::Done { id, ts } => {
+                let info = self.sent_info(id, ts, &msg.cmid);
+                msg.responder
+                    .respond(&self.group_id, &self.room_id, Ok(info));
+                return;
+            }
+            Seen::InFlight => {
+                if let Err(responder) = self.cmids.wait(&key, msg.responder) {
+                    responder.respond(&self.group_id, &self.room_id, Err(ChatError::unavailable()));
+                }
+                return;
+            }
+            Seen::New => {}
         }
         if msg.kind == MessageKind::Text {
             self.stamp(msg, None, ctx);
@@ -1251,7 +1050,7 @@ impl Handler<PostMessage> for RoomActor {
             );
             return;
         };
-        self.remember_cmid(key, CmidState::InFlight(Vec::new()));
+        self.cmids.start(key);
         let lookup = self.next_lookup;
         self.next_lookup += 1;
         self.media_lookups.insert(lookup, msg);
@@ -1284,15 +1083,17 @@ impl RoomActor {
             deleted: false,
         };
         // A media message is in flight already (with any duplicates waiting on it).
-        if !self.cmids.contains_key(&key) {
-            self.remember_cmid(key, CmidState::InFlight(Vec::new()));
+        if !self.cmids.contains(&key) {
+            self.cmids.start(key);
         }
-        self.pending.push_back(Pending {
-            msg: stored.clone(),
-            from_name: msg.from_name,
-            responder: msg.responder,
-            result: None,
-        });
+        self.pending.push(
+            id,
+            Pending {
+                msg: stored.clone(),
+                from_name: msg.from_name,
+                responder: msg.responder,
+            },
+        );
         // The first message of a wake-up schedules the hand-over. Actix polls spawned futures
         // only after the handlers of every message waiting in the mailbox have run, so the
         // messages stamped meanwhile join this one in the same store call.
@@ -1316,41 +1117,11 @@ impl RoomActor {
             async move { store.append_messages(&group, &room, batch).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    act.on_appended(&ids, result);
+                    act.pending.complete(&ids, result);
                     act.release_pending();
                     act.maybe_finish_drain(ctx);
                 }),
         );
-    }
-
-    /// Files the store's answer for each message of one call with its pending entry.
-    fn on_appended(&mut self, ids: &[MessageId], result: Result<Vec<AppendOutcome>, StoreError>) {
-        let outcomes = match result {
-            Ok(outcomes) if outcomes.len() == ids.len() => outcomes.into_iter().map(Ok).collect(),
-            Ok(outcomes) => {
-                // A backend that answers a different number of outcomes is broken: refuse them
-                // all rather than guess which is which.
-                let e = StoreError::Corrupt(format!(
-                    "{} outcomes for {} appended messages",
-                    outcomes.len(),
-                    ids.len()
-                ));
-                vec![Err(e); ids.len()]
-            }
-            Err(e) => vec![Err(e); ids.len()],
-        };
-        // Ids ascend within a call and `pending` is in id order: one forward walk files them.
-        let mut at = 0;
-        for (id, outcome) in ids.iter().zip(outcomes) {
-            at += self
-                .pending
-                .range(at..)
-                .take_while(|p| p.msg.id < *id)
-                .count();
-            if let Some(p) = self.pending.get_mut(at).filter(|p| p.msg.id == *id) {
-                p.result = Some(outcome);
-            }
-        }
     }
 
     /// A drain completes once nothing stamped or being looked up is in flight.
@@ -1387,13 +1158,8 @@ impl RoomActor {
         match checked {
             Ok(media) => self.stamp(msg, Some(media), ctx),
             Err(e) => {
-                let key = (msg.from.clone(), msg.cmid.clone());
-                if let Some(CmidState::InFlight(waiters)) = self.cmids.remove(&key) {
-                    for w in waiters {
-                        w.respond(&self.group_id, &self.room_id, Err(e.clone()));
-                    }
-                }
-                msg.responder.respond(&self.group_id, &self.room_id, Err(e));
+                let waiters = self.cmids.fail(&(msg.from.clone(), msg.cmid.clone()));
+                self.answer_all(msg.responder, waiters, Err(e));
             }
         }
         self.maybe_finish_drain(ctx);
@@ -1446,7 +1212,7 @@ impl Handler<MarkRead> for RoomActor {
         self.last_activity = Instant::now();
         // A cursor never passes the latest message: later messages must still count as unread.
         let target = msg.id.min(self.last_id);
-        let current = self.members.get(&msg.user).map_or(0, |m| m.cursor);
+        let current = self.members.cursor(&msg.user).map_or(0, |c| c.id);
         if target <= current {
             msg.responder.respond(&self.group_id, &self.room_id, Ok(()));
             return;
@@ -1459,7 +1225,7 @@ impl Handler<MarkRead> for RoomActor {
             }
             responder.respond(&act.group_id, &act.room_id, Ok(()));
         };
-        if let Some(seq) = self.cached_seq_at(target) {
+        if let Some(seq) = self.cache.seq_at(target) {
             apply(self, seq, msg.user, msg.responder);
             return;
         }
@@ -1551,15 +1317,9 @@ impl Handler<Typing> for RoomActor {
             });
             return;
         }
-        let now = Instant::now();
-        if self
-            .typing
-            .get(&user)
-            .is_some_and(|last| now.duration_since(*last) < TYPING_INTERVAL)
-        {
+        if !self.presence.typed(&user, Instant::now()) {
             return;
         }
-        self.typing.insert(user.clone(), now);
         self.broadcast_except_user(
             &ServerFrame::Typing {
                 group: self.group_id.as_str(),
@@ -1676,7 +1436,13 @@ impl Handler<AddMember> for RoomActor {
         self.last_activity = Instant::now();
         // A member added later starts at the latest message: older ones never count them.
         let (cursor, cursor_seq) = (self.last_id, self.last_seq);
-        self.insert_member(msg.user.clone(), cursor, cursor_seq);
+        self.insert_member(
+            msg.user.clone(),
+            Cursor {
+                id: cursor,
+                seq: cursor_seq,
+            },
+        );
         let record = MemberRecord {
             user: msg.user.clone(),
             cursor,
@@ -1741,14 +1507,12 @@ impl Handler<RemoveMember> for RoomActor {
                         return;
                     }
                     // Leaving for good reads everything: one last receipt up to the latest id.
-                    let cursor = act.members.get(&user).map_or(0, |m| m.cursor);
+                    let cursor = act.members.cursor(&user).map_or(0, |c| c.id);
                     if cursor < act.last_id {
                         act.send_receipt(&user, cursor, act.last_id);
                     }
                     act.drop_member(&user);
-                    let sessions: Vec<SessionId> =
-                        act.present.get(&user).cloned().unwrap_or_default();
-                    for s in sessions {
+                    for s in act.presence.sessions_of(&user) {
                         act.detach(s);
                     }
                     responder.respond(&act.group_id, &act.room_id, Ok(()));
@@ -1765,7 +1529,7 @@ impl Handler<GetRoomInfo> for RoomActor {
 
     fn handle(&mut self, msg: GetRoomInfo, _ctx: &mut Self::Context) -> Self::Result {
         self.check_member(&msg.caller, msg.service)?;
-        let mut members: Vec<UserId> = self.members.keys().cloned().collect();
+        let mut members: Vec<UserId> = self.members.users().cloned().collect();
         members.sort();
         Ok(RoomInfo {
             record: self.record.clone(),
@@ -1825,13 +1589,11 @@ impl Handler<DeleteRoom> for RoomActor {
                         },
                         None,
                     );
-                    let users: Vec<UserId> = act.members.keys().cloned().collect();
-                    metrics::gauge!("chatnode_present_users").decrement(act.present.len() as f64);
-                    act.present.clear();
+                    let users: Vec<UserId> = act.members.users().cloned().collect();
+                    metrics::gauge!("chatnode_present_users")
+                        .decrement(act.presence.clear() as f64);
                     act.notify_group(users, RoomEventKind::Deleted);
-                    act.members.clear();
-                    act.cursors.clear();
-                    act.dirty.clear();
+                    act.members = Members::default();
                     act.sessions.clear();
                     responder.respond(&act.group_id, &act.room_id, Ok(()));
                     // The store deleted the media records with the room; the objects go too.
