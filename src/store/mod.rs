@@ -1,7 +1,7 @@
 //! Storage: the [`Store`] trait every backend implements, the records it keeps, and its errors.
 //!
-//! Backends: [`embedded`] (fjall, the default) and, later, ScyllaDB. Both must pass the shared
-//! suite in [`conformance`]. Invariant: this module never imports actix; only `RoomActor`
+//! Backends: [`embedded`] (fjall, the default) and [`scylla`]. Both must pass the shared suite
+//! in [`conformance`]. Invariant: this module never imports actix; only `RoomActor`
 //! writes chat messages through it.
 
 pub mod conformance;
