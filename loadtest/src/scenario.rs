@@ -218,7 +218,7 @@ impl Default for BurstParams {
     }
 }
 
-/// Targets a run is checked against (the numbers); all optional.
+/// Targets a run is checked against (the project's load targets); all optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Expectations {

@@ -1,4 +1,4 @@
-//! The chat page served at `/` (issue 7): static files built into the binary with
+//! The chat page served at `/`: static files built into the binary with
 //! `include_bytes!` (no build step at run time, no CDN), plus the two small routes the page needs
 //! beyond the client contract (docs/protocol.md): `GET /v1/web/config` (what the page may offer)
 //! and, on a developer's own machine only, `POST /v1/dev/login` (a token for a named user,
