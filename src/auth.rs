@@ -1,4 +1,4 @@
-//! Authentication (PROTOCOL.md §2): JWT verification with `jsonwebtoken`, the caller's
+//! Authentication (docs/protocol.md §2): JWT verification with `jsonwebtoken`, the caller's
 //! [`Principal`], token minting for `chatnode token`, and the generated HS256 secret.
 //!
 //! Tokens never reach logs: errors here say what was wrong, never the token.

@@ -1,5 +1,5 @@
 //! The settings tree: built-in defaults, then a TOML file, then `CHATNODE_*` environment
-//! variables (PROTOCOL.md §5), validated once at start with messages that name the bad setting.
+//! variables, validated once at start with messages that name the bad setting.
 //! `config/default.toml` documents every key with its default.
 
 use std::net::SocketAddr;
@@ -64,7 +64,7 @@ pub struct Settings {
     pub web: WebSettings,
 }
 
-/// ScyllaDB settings (PROTOCOL.md §5), used when `store = "scylla"` and by `chatnode migrate`.
+/// ScyllaDB settings, used when `store = "scylla"` and by `chatnode migrate`.
 /// Text settings also accept numbers, as environment variables such as
 /// `CHATNODE_SCYLLA_REPLICATION=3` arrive as numbers.
 #[derive(Clone, Serialize, Deserialize)]
@@ -142,7 +142,7 @@ impl std::fmt::Debug for ScyllaSettings {
     }
 }
 
-/// Media storage settings (PROTOCOL.md §4.3, §5). S3 credentials are not settings: they come
+/// Media storage settings (docs/protocol.md §6). S3 credentials are not settings: they come
 /// from the standard `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` variables.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,7 +239,7 @@ impl MediaSettings {
     }
 }
 
-/// FCM push settings (PROTOCOL.md §4.4, §5). Push is off without a key file.
+/// FCM push settings (docs/protocol.md §7). Push is off without a key file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushSettings {

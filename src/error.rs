@@ -1,4 +1,4 @@
-//! [`ChatError`]: why a chat request failed, in the terms of PROTOCOL.md §3.4. Actors answer
+//! [`ChatError`]: why a chat request failed, in the terms of docs/protocol.md §3.6. Actors answer
 //! with it; the WebSocket layer turns it into an `err` frame and the REST layer into a status
 //! and `{"error":{"code","message"}}`.
 

@@ -1,4 +1,4 @@
-//! Identifiers: validated newtypes for users, groups and rooms (PROTOCOL.md §1), and the
+//! Identifiers: validated newtypes for users, groups and rooms (docs/protocol.md §1), and the
 //! snowflake generator that stamps message ids.
 //!
 //! Ids are `Arc<str>` inside so that cloning one into a frame, a map key or another actor's

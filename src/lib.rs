@@ -1,8 +1,7 @@
 //! chatnode: an actor-based, high-performance chat server node.
 //!
-//! Start with `ARCHITECTURE.md`. The modules follow the data flow: [`protocol`] (the wire),
-//! [`session`] (connections), [`actors`] (supervisor → groups → rooms), [`store`] (durable
-//! state), [`media`] (uploaded files), [`api`] (REST), and [`node`] (wiring and shutdown).
+//! What each module owns, its key types and its invariants: the code map in `ARCHITECTURE.md`.
+//! The client contract the node implements: `docs/protocol.md`.
 
 pub mod actors;
 pub mod api;

@@ -97,7 +97,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let verifier = Arc::new(Verifier::new(&settings.auth, secret.as_deref())?);
 
-    // The store: ScyllaDB when configured (issue 8), else the embedded store.
+    // The store: ScyllaDB when configured, else the embedded store.
     let store: SharedStore = if settings.store == crate::config::StoreBackend::Scylla {
         // Checks the schema version and refuses to start on a missing or older schema.
         let scylla = crate::store::scylla::ScyllaStore::open(&settings.scylla)

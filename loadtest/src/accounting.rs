@@ -1,8 +1,8 @@
-//! Loss and duplicate accounting. The contract promises every connection a room's `msg` events
-//! in increasing id order (PROTOCOL.md §3), so one connection's view of a room is checked with
+//! Loss and duplicate accounting. The contract promises every connection a room's `msg` events in
+//! increasing id order (docs/protocol.md §3.1), so one connection's view of a room is checked with
 //! its last id and a few recent ids, without a set of every id: a repeat of a recent id is a
-//! duplicate, an older unseen id is out of order. At the end, what each receiver saw of a room
-//! is compared with the messages the room acknowledged.
+//! duplicate, an older unseen id is out of order. At the end, what each receiver saw of a room is
+//! compared with the messages the room acknowledged.
 
 /// How many recent ids a tally remembers to tell a duplicate from a late message.
 const RECENT: usize = 16;

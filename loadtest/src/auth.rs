@@ -1,4 +1,4 @@
-//! Tokens the way a deployment's backend mints them (PROTOCOL.md §2): HS256 JWTs with `sub`,
+//! Tokens the way a deployment's backend mints them (docs/protocol.md §2): HS256 JWTs with `sub`,
 //! `exp`, and `role: "service"` for the harness's own setup and publisher identity.
 
 use anyhow::Context as _;

@@ -1,5 +1,5 @@
 //! `chatnode-loadtest`: the load-test harness for chatnode. It speaks the client contract
-//! (PROTOCOL.md §3: MessagePack over WebSocket, tokens minted from the node's secret, rooms
+//! (docs/protocol.md §3: MessagePack over WebSocket, tokens minted from the node's secret, rooms
 //! created over REST first) and runs the fanout, mixed, idle and burst scenarios against one
 //! node or several, then reports throughput, latency, loss and the node's CPU and memory.
 //!

@@ -1,4 +1,4 @@
-//! Room setup over REST (PROTOCOL.md §4.1) with a service token, before any connection opens:
+//! Room setup over REST (docs/protocol.md §4.2) with a service token, before any connection opens:
 //! create each room with up to 1000 initial members, then add the rest one by one, many
 //! requests in flight.
 

@@ -28,7 +28,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("mixed", include_str!("../scenarios/mixed.toml")),
 ];
 
-/// The largest text the node accepts by default (PROTOCOL.md §3.4).
+/// The largest text the node accepts by default (docs/protocol.md §3.6).
 pub const DEFAULT_TEXT_LIMIT: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,7 +218,7 @@ impl Default for BurstParams {
     }
 }
 
-/// Targets a run is checked against (the numbers); all optional.
+/// Targets a run is checked against (the project's load targets); all optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Expectations {

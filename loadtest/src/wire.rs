@@ -1,7 +1,7 @@
-//! The frames of PROTOCOL.md §3 as a client writes and reads them: MessagePack maps with string
-//! keys. Requests are small structs encoded with named fields; server frames are decoded in
-//! one pass into [`Frame`], borrowing strings from the bytes and skipping fields the harness
-//! does not use, so a `msg` costs no allocation.
+//! The frames of docs/protocol.md §3 as a client writes and reads them: MessagePack maps with
+//! string keys. Requests are small structs encoded with named fields; server frames are decoded in
+//! one pass into [`Frame`], borrowing strings from the bytes and skipping fields the harness does
+//! not use, so a `msg` costs no allocation.
 //!
 //! Frames made only of scalars and strings (`msg`, `sent`, `receipt`, `presence`, ..., every
 //! frame of a run's hot path) are read by a small hand-written reader that checks UTF-8 only

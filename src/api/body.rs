@@ -1,4 +1,4 @@
-//! Deadlines for request bodies (PROTOCOL.md §4): a client that declares a body and then
+//! Deadlines for request bodies (docs/protocol.md §4.1): a client that declares a body and then
 //! trickles it in is answered with 408 and the JSON error once its time is up, and the
 //! connection is closed, so a slow body holds its connection and buffers for a bounded time.
 //!

@@ -1,5 +1,5 @@
 //! The OpenAPI 3 document of the REST API, generated from the handlers' own annotations
-//! (utoipa) and served at `/v1/openapi.json`. A test checks it lists every route of §4.
+//! (utoipa) and served at `/v1/openapi.json`. A test checks it lists every REST route.
 
 use actix_web::HttpResponse;
 use utoipa::OpenApi;

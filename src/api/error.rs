@@ -28,7 +28,7 @@ pub struct Body<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = ErrorDetail)]
 pub struct Inner<'a> {
-    /// One of the codes of PROTOCOL.md §3.4 (`bad_request`, `forbidden`, `not_found`, ...).
+    /// One of the codes of docs/protocol.md §3.6 (`bad_request`, `forbidden`, `not_found`, ...).
     code: &'a str,
     message: &'a str,
 }

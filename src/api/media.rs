@@ -1,4 +1,4 @@
-//! Media over REST (PROTOCOL.md §4.3): uploads into a room, downloads and thumbnails for the
+//! Media over REST (docs/protocol.md §6): uploads into a room, downloads and thumbnails for the
 //! room's members. The bytes go through [`crate::media::MediaStore`]; membership is the room
 //! actor's answer ([`GetMembership`]); the media record is the store's.
 
@@ -44,7 +44,7 @@ pub struct UploadQuery {
     name: Option<String>,
 }
 
-/// The media object of §3.3, as an upload returns it.
+/// The media object of docs/protocol.md §3.5, as an upload returns it.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MediaView {
     /// 32 hex digits: use it as `media` in a `send`.

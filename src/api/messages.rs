@@ -1,4 +1,4 @@
-//! Messages over REST (PROTOCOL.md §4.2): history and send, with exactly the rules of the
+//! Messages over REST (docs/protocol.md §4.3): history and send, with exactly the rules of the
 //! WebSocket `history` and `send` because both go through the room's actor.
 
 use actix_web::{HttpResponse, web};

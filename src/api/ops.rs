@@ -1,4 +1,4 @@
-//! Operations (PROTOCOL.md §4.5): liveness, readiness (the store answers) and Prometheus
+//! Operations (docs/protocol.md §8): liveness, readiness (the store answers) and Prometheus
 //! metrics from the `metrics` recorder. None of them needs a token.
 
 use actix_web::http::StatusCode;

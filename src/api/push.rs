@@ -1,4 +1,4 @@
-//! Push settings over REST (PROTOCOL.md §4.4): a user's devices (FCM registration tokens) and
+//! Push settings over REST (docs/protocol.md §7): a user's devices (FCM registration tokens) and
 //! per-room mutes. Both are plain store writes; the push actor reads them when it sends.
 //!
 //! Device tokens are credentials: they are checked for shape here and never logged.

@@ -1,4 +1,4 @@
-//! Rooms over REST (PROTOCOL.md §4.1): create, list (the chat list), get, delete, join, and
+//! Rooms over REST (docs/protocol.md §4.2): create, list (the chat list), get, delete, join, and
 //! member management. Changes to a live room go through its `RoomActor`, so its in-memory
 //! state and the store never disagree.
 

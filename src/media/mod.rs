@@ -1,4 +1,4 @@
-//! Media storage (PROTOCOL.md §4.3): where uploaded files live and how they get there.
+//! Media storage (docs/protocol.md §6): where uploaded files live and how they get there.
 //!
 //! [`MediaStore`] wraps an `Arc<dyn ObjectStore>` chosen by configuration: the local file
 //! system under `<data_dir>/media` (the default), any S3-compatible service, or memory (for

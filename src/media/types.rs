@@ -15,7 +15,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// The longest `Content-Type` accepted, in bytes.
 const MAX_TYPE_BYTES: usize = 127;
 
-/// The kind of message a media type belongs to (PROTOCOL.md §4.3): `image/*` image, `video/*`
+/// The kind of message a media type belongs to (docs/protocol.md §6): `image/*` image, `video/*`
 /// video, anything else file.
 pub fn kind_of(content_type: &str) -> MessageKind {
     if content_type.starts_with("image/") {

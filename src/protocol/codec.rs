@@ -1,4 +1,4 @@
-//! MessagePack encoding and decoding of frames, with the limits of §3.4.
+//! MessagePack encoding and decoding of frames, with the limits of docs/protocol.md §3.6.
 //!
 //! Decoding is one typed pass over the bytes (strings borrowed, unknown keys skipped); only when
 //! that fails does a second, lenient pass classify the error (`bad_frame` or `bad_request`) and
@@ -129,7 +129,7 @@ fn room_of(r: Option<u32>, s: Option<&str>) -> Result<RoomId, DecodeError> {
 }
 
 /// A page's `limit` (`enter`, `history`): 0 or less is refused, above [`MAX_PAGE`] is treated
-/// as [`MAX_PAGE`] (PROTOCOL.md §3.1).
+/// as [`MAX_PAGE`] (docs/protocol.md §3.2).
 fn page_limit(r: Option<u32>, limit: Option<i64>) -> Result<usize, DecodeError> {
     match limit {
         None => Ok(DEFAULT_PAGE),

@@ -1,5 +1,5 @@
-//! The frames of PROTOCOL.md §3: what a client may ask ([`Request`]) and what the server says
-//! ([`ServerFrame`]), plus the message object of §3.3 ([`MessageView`]).
+//! The frames of docs/protocol.md §3: what a client may ask ([`Request`]) and what the server says
+//! ([`ServerFrame`]), plus the message object of §3.5 ([`MessageView`]).
 //!
 //! This module knows nothing of sockets or actors. Server frames borrow their data so that
 //! encoding one costs no clones; message ids go through [`Id`], which writes an unsigned
@@ -54,7 +54,7 @@ impl MessageKind {
     }
 }
 
-/// The `err` codes of §3.4 (and the few this node adds, such as `conflict`).
+/// The `err` codes of §3.6 (and the few this node adds, such as `conflict`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -94,7 +94,7 @@ impl ErrorCode {
     }
 }
 
-/// A media object as carried by a message (§3.3).
+/// A media object as carried by a message (§3.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaRef {
     pub id: String,
@@ -108,7 +108,7 @@ pub struct MediaRef {
     pub thumbnail: bool,
 }
 
-/// The message object of §3.3, borrowed from the room's state for encoding.
+/// The message object of §3.5, borrowed from the room's state for encoding.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Message)]
 pub struct MessageView<'a> {
@@ -143,7 +143,7 @@ pub struct MessageSummary {
     pub ts: i64,
 }
 
-/// How many characters of text a summary keeps (§3.2).
+/// How many characters of text a summary keeps (§3.4).
 pub const SUMMARY_TEXT_CHARS: usize = 100;
 
 /// Cuts `text` to [`SUMMARY_TEXT_CHARS`] characters, never inside a UTF-8 sequence.
@@ -317,7 +317,7 @@ pub struct SendRequest {
     pub from: Option<UserId>,
 }
 
-/// Every request of §3.1, validated: ids parsed, limits applied, required fields present.
+/// Every request of §3.2, validated: ids parsed, limits applied, required fields present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Ping,

@@ -1,4 +1,4 @@
-//! The wire contract of PROTOCOL.md §3: frame types and their MessagePack codec.
+//! The wire contract of docs/protocol.md §3: frame types and their MessagePack codec.
 //!
 //! Invariant: this module knows no actors, sockets or storage; everything here is pure and
 //! unit-tested.

@@ -1,4 +1,4 @@
-//! Push notifications for members who are away (PROTOCOL.md §4.4), over FCM HTTP v1.
+//! Push notifications for members who are away (docs/protocol.md §7), over FCM HTTP v1.
 //!
 //! ```text
 //! RoomActor ── RoomActivity (+ MessageNote) ──> GroupActor ── NotifyAbsent ──> PushActor ──> FCM
@@ -57,7 +57,7 @@ pub struct MessageNote {
     /// The room's title, the notification's title when the sender has no name.
     pub room_title: String,
     pub kind: MessageKind,
-    /// The start of a text message (§3.2's summary length).
+    /// The start of a text message (docs/protocol.md §3.4's summary length).
     pub preview: Option<String>,
 }
 

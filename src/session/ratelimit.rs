@@ -1,5 +1,6 @@
-//! A token bucket per connection (§3.4: `rate` requests per second with a `burst`), and the
-//! abuse rule: more than `abuse` rejected requests within [`ABUSE_WINDOW`] closes with 4009.
+//! A token bucket per connection (docs/protocol.md §3.6: `rate` requests per second with a
+//! `burst`), and the abuse rule: more than `abuse` rejected requests within [`ABUSE_WINDOW`] closes
+//! with 4009.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
-//! Server-Sent Events (`GET /v1/groups/{group}/rooms/{room}/events`, PROTOCOL.md §4.2).
+//! Server-Sent Events (`GET /v1/groups/{group}/rooms/{room}/events`, docs/protocol.md §5).
 //!
 //! The stream is a present connection of the room, like a WebSocket that only listens: it is
 //! attached to the `RoomActor` with a bounded queue of its own, and its events are the room's
-//! §3.2 events as JSON (`event:` the type, `data:` the frame, `id:` the message id for `msg`).
+//! §3.4 events as JSON (`event:` the type, `data:` the frame, `id:` the message id for `msg`).
 //! Resuming with `Last-Event-ID` (or `?since=`) first replays the messages after it, up to the
 //! room's latest id at the moment the stream attached; everything later arrives live, so nothing
 //! is missed or sent twice. A comment line every heartbeat keeps proxies from closing an idle

@@ -1,4 +1,4 @@
-//! The WebSocket endpoint (`GET /v1/ws`, PROTOCOL.md §3) and the per-connection loop.
+//! The WebSocket endpoint (`GET /v1/ws`, docs/protocol.md §3) and the per-connection loop.
 //!
 //! The listener (`src/server.rs`) hands every WebSocket handshake to [`serve_upgrade`] with its
 //! socket. The token is checked before the upgrade (401 otherwise); after the 101, actix-http's
@@ -56,7 +56,7 @@ use crate::protocol::frame::HelloLimits;
 use crate::protocol::{ErrorCode, Request, ServerFrame, decode_request, encode, encode_err};
 use crate::state::AppState;
 
-/// Close codes of §3.4.
+/// Close codes (docs/protocol.md §3.6).
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;

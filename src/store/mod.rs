@@ -1,7 +1,7 @@
 //! Storage: the [`Store`] trait every backend implements, the records it keeps, and its errors.
 //!
-//! Backends: [`embedded`] (fjall, the default) and, later, ScyllaDB. Both must pass the shared
-//! suite in [`conformance`]. Invariant: this module never imports actix; only `RoomActor`
+//! Backends: [`embedded`] (fjall, the default) and [`scylla`]. Both must pass the shared suite
+//! in [`conformance`]. Invariant: this module never imports actix; only `RoomActor`
 //! writes chat messages through it.
 
 pub mod conformance;
@@ -29,7 +29,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The kind of a room (§4.1).
+/// The kind of a room (docs/protocol.md §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
@@ -122,7 +122,7 @@ pub struct Page {
     pub more: bool,
 }
 
-/// An uploaded media object as the store describes it (PROTOCOL.md §4.3). The bytes live in the
+/// An uploaded media object as the store describes it (docs/protocol.md §6). The bytes live in the
 /// media store (`crate::media`) under a key built from `group`, `room` and `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaRecord {
@@ -141,7 +141,7 @@ pub struct MediaRecord {
     pub has_thumbnail: bool,
 }
 
-/// The platform of a push device (§4.4).
+/// The platform of a push device (docs/protocol.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -200,7 +200,7 @@ pub fn token_digest(token: &str) -> String {
     hex::encode(&digest[..4])
 }
 
-/// How long an idempotency key is honoured (§3.1: 24 hours).
+/// How long an idempotency key is honoured (docs/protocol.md §3.2: 24 hours).
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The storage contract. Writes return only once durable. Implementations are shared between

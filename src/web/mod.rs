@@ -1,7 +1,8 @@
-//! The chat page served at `/` (issue 7): static files built into the binary with
+//! The chat page served at `/`: static files built into the binary with
 //! `include_bytes!` (no build step at run time, no CDN), plus the two small routes the page needs
-//! beyond PROTOCOL.md: `GET /v1/web/config` (what the page may offer) and, on a developer's own
-//! machine only, `POST /v1/dev/login` (a token for a named user, without `chatnode token`).
+//! beyond the client contract (docs/protocol.md): `GET /v1/web/config` (what the page may offer)
+//! and, on a developer's own machine only, `POST /v1/dev/login` (a token for a named user,
+//! without `chatnode token`).
 //!
 //! The page itself lives in `web/static/` (plain JavaScript, committed as served; the MessagePack
 //! library is vendored from npm into `web/static/vendor/`, checked against `web/package.json`

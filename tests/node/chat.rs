@@ -1,4 +1,4 @@
-//! Chat over WebSocket (PROTOCOL.md §3): enter, send, fan-out, unread counts and receipts,
+//! Chat over WebSocket (docs/protocol.md §3): enter, send, fan-out, unread counts and receipts,
 //! presence, typing, history, edits and deletes, idempotency, recovery, `room` events.
 
 use std::time::Duration;

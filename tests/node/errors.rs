@@ -1,6 +1,6 @@
-//! Bad input over WebSocket (§3.4): every error code a client can provoke, garbage frames, text
-//! frames, the frame limit (1009), the rate limit (and 4009), the slow-consumer close (4008),
-//! letting go of a client that never reads again, and the 401 before any upgrade. After an
+//! Bad input over WebSocket (docs/protocol.md §3.6): every error code a client can provoke, garbage
+//! frames, text frames, the frame limit (1009), the rate limit (and 4009), the slow-consumer close
+//! (4008), letting go of a client that never reads again, and the 401 before any upgrade. After an
 //! `err` the connection stays usable.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! Messages and live events over HTTP (§4.2): REST history and send, Server-Sent Events
-//! (presence, reception of WebSocket messages, resume with `Last-Event-ID`, heartbeats, removal),
-//! and the OpenAPI document (§4).
+//! Messages and live events over HTTP (docs/protocol.md §4.3 and §5): REST history and send,
+//! Server-Sent Events (presence, reception of WebSocket messages, resume with `Last-Event-ID`,
+//! heartbeats, removal), and the OpenAPI document (§4.1).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! Media (§4.3 and the `media` of §3.3): uploads, downloads, thumbnails, the checks on both,
-//! and deletion, each on the local backend and on a real S3-compatible server.
+//! Media (docs/protocol.md §6 and the `media` of §3.5): uploads, downloads, thumbnails, the checks
+//! on both, and deletion, each on the local backend and on a real S3-compatible server.
 //!
 //! The S3 runs use the `moto` server that `scripts/test.sh` starts and names in
 //! `CHATNODE_TEST_S3` (`http://127.0.0.1:PORT`); each test makes its own bucket. Without the
@@ -833,7 +833,7 @@ async fn markup_is_never_an_image(backend: Backend) {
 }
 
 /// After `delete` is acknowledged the media cannot be downloaded, not once in many tries
-/// (the `ok` is the client's only signal, §3.1); its objects are gone soon after.
+/// (the `ok` is the client's only signal, docs/protocol.md §3.2); its objects are gone soon after.
 async fn deleted_media_is_gone_when_the_delete_is_acknowledged(backend: Backend) {
     let node = backend.node(&[]);
     let alice = node.rest(&token("alice"));

@@ -1,4 +1,4 @@
-//! Push (PROTOCOL.md §4.4) against a local mock of FCM HTTP v1 and of the OAuth2 token endpoint
+//! Push (docs/protocol.md §7) against a local mock of FCM HTTP v1 and of the OAuth2 token endpoint
 //! (`fcm_mock.rs`), which checks every request: the bearer token, the project path, the JSON
 //! shape. Covered: devices and mutes over REST, one push per coalescing window for a burst,
 //! none for present, subscribed or muted members (nor the sender), silent read notices, the

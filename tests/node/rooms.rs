@@ -1,6 +1,6 @@
-//! Rooms over REST (§4.1) as far as chat needs them: create (including direct rooms, unique per
-//! pair even when both users create theirs at once), get, the chat list, members, join, delete,
-//! and the errors of each.
+//! Rooms over REST (docs/protocol.md §4.2) as far as chat needs them: create (including direct
+//! rooms, unique per pair even when both users create theirs at once), get, the chat list, members,
+//! join, delete, and the errors of each.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Slow and stalled clients (issue 15): a request body or head that trickles in gets 408 with a
+//! Slow and stalled clients: a request body or head that trickles in gets 408 with a
 //! JSON error within its deadline while other clients are served; WebSocket and SSE readers
 //! that stop reading are closed within the grace, the node's memory stays bounded (RSS of the
 //! real node process) and fast readers get every message.

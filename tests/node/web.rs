@@ -1,4 +1,4 @@
-//! The chat page (issue 7) as HTTP sees it: the built-in files with their headers and ETags, the
+//! The chat page as HTTP sees it: the built-in files with their headers and ETags, the
 //! page's config, and the dev login (off by default; on, it mints tokens the node accepts). The
 //! page's behaviour in a browser is tested by `web/e2e/` in headless Chromium.
 

@@ -1,5 +1,5 @@
-// chatnode's chat page. Speaks PROTOCOL.md §3 (WebSocket, one MessagePack frame per binary
-// message) and a little of §4 (the chat list, room details and uploads over REST).
+// chatnode's chat page. Speaks docs/protocol.md §3 (WebSocket, one MessagePack frame per binary
+// message) and a little of §4 and §6 (the chat list, room details and uploads over REST).
 //
 // Message ids are u64 and exceed 2^53, so they are BigInt here (the decoder turns 64-bit
 // integers into BigInt; smaller ones arrive as numbers and go through `id()`). The DOM is built

@@ -58,7 +58,7 @@ use crate::store::{
 /// keys.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// At most one `typing` per user and room is forwarded in this interval (§3.1).
+/// At most one `typing` per user and room is forwarded in this interval (docs/protocol.md §3.2).
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------------

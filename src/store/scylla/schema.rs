@@ -16,7 +16,8 @@ pub const SCHEMA_VERSION: i32 = 3;
 /// The row of `schema_version` that records this application's schema.
 pub const SCHEMA_COMPONENT: &str = "chatnode";
 
-/// How long an idempotency key lives, in seconds (`USING TTL` below): 24 hours, §3.1.
+/// How long an idempotency key lives, in seconds (`USING TTL` below): 24 hours
+/// (docs/protocol.md §3.2).
 pub const IDEMPOTENCY_TTL_SECS: i64 = 86_400;
 
 /// Clustering order of a clustering column.
