@@ -421,13 +421,20 @@ pub struct JoinBody {
 pub async fn join(
     Caller(principal): Caller,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<JoinBody>>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (group, room) = path.into_inner();
     let group = group_of(&principal, &group)?;
     let room = room_of(&room)?;
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    // The body is optional, but one that is there must be a valid `JoinBody`: a misspelt
+    // `password` is an error, not a join without a password.
+    let body: JoinBody = if body.iter().all(u8::is_ascii_whitespace) {
+        JoinBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))?
+    };
     let record = state
         .deps
         .store

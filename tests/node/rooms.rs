@@ -279,6 +279,25 @@ async fn open_rooms_passwords_and_capacity() {
     assert_eq!(room["has_password"], true);
     assert!(room.get("password").is_none() && room.get("password_hash").is_none());
     let join = format!("/v1/groups/{G}/rooms/club/join");
+    // A body that is there must be a join body: a misspelt key is not "no password".
+    let (status, err) = node
+        .rest(&token("bob"))
+        .post(&join, json!({"pasword": "sesame"}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{err}"
+    );
+    let broken = reqwest::Client::new()
+        .post(node.http(&join))
+        .bearer_auth(token("bob"))
+        .header("content-type", "application/json")
+        .body("{\"password\":")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(broken.status().as_u16(), 400);
     let (status, err) = node
         .rest(&token("bob"))
         .post(&join, json!({"password": "wrong"}))
@@ -300,6 +319,23 @@ async fn open_rooms_passwords_and_capacity() {
         (status, err["error"]["code"].as_str()),
         (409, Some("room_full"))
     );
+    // Without a password, no body at all joins.
+    let (status, _) = owner
+        .post(
+            &format!("/v1/groups/{G}/rooms"),
+            json!({"room": "lounge", "title": "Lounge", "kind": "open"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = node
+        .rest(&token("carol"))
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/groups/{G}/rooms/lounge/join"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
     owner.create_room(G, "closed", &[]).await;
     let (status, _) = node
         .rest(&token("bob"))
