@@ -919,6 +919,7 @@ impl Connection {
             Request::Typing { group, room } => {
                 let msg = Typing {
                     session: self.handle.clone(),
+                    r,
                 };
                 self.send_to_room(group, room, msg).await?;
             }

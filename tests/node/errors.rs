@@ -83,6 +83,7 @@ async fn access_errors() {
         json!({"t": "send", "group": G, "room": "private", "kind": "text", "text": "x", "cmid": "c"}),
         json!({"t": "history", "group": G, "room": "private"}),
         json!({"t": "read", "group": G, "room": "private", "id": 1}),
+        json!({"t": "typing", "group": G, "room": "private"}),
     ] {
         let err = mallory.call(frame.clone()).await;
         assert_eq!(err["code"], "forbidden", "{frame}");

@@ -135,6 +135,8 @@ pub struct GetAfter {
 #[rtype(result = "()")]
 pub struct Typing {
     pub session: SessionHandle,
+    /// The request's `r`, for the `err` a non-member gets.
+    pub r: Option<u32>,
 }
 
 /// The author edits a message's text.
@@ -1311,7 +1313,7 @@ impl Handler<Typing> for RoomActor {
         let user = msg.session.user().clone();
         if !self.sessions.contains_key(&msg.session.id()) && !self.is_member(&user) {
             msg.session.send(&ServerFrame::Err {
-                r: None,
+                r: msg.r,
                 code: ErrorCode::Forbidden,
                 message: "you are not a member of this room",
             });
