@@ -27,6 +27,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// What went wrong, without the "unavailable" that wrapping it again would repeat.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Unavailable(reason) => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The kind of a room (§4.1).
