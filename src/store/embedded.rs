@@ -82,7 +82,13 @@ const MAX_CACHED_NUMBERS: usize = 100_000;
 const SWEEP_EVERY: Duration = Duration::from_secs(3_600);
 
 fn io_err(e: fjall::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    match e {
+        fjall::Error::Io(io) => StoreError::Unavailable(format!("disk: {io}")),
+        fjall::Error::Poisoned => StoreError::Unavailable(
+            "the database refuses writes after a failed write; it is being reopened".into(),
+        ),
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -1457,9 +1463,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    /// Reads answer, and writes are not refused (see `health`).
     async fn ping(&self) -> StoreResult<()> {
         self.read(|t| t.get::<RoomRecord>(Table::Rooms, b"\0ping").map(|_| ()))
             .await?;
+        self.shared.health()?;
         if self
             .writer
             .lock()

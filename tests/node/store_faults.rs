@@ -1,7 +1,8 @@
 //! Store faults: a full disk under the embedded store. The node's data directory is a small
 //! tmpfs; while the disk is full the node refuses writes with `unavailable` (and stores nothing
-//! it refused), and once space is back it takes writes again by itself, with every acknowledged
-//! message kept exactly once, also across a restart.
+//! it refused) and `/readyz` says not ready and why; once space is back it takes writes again by
+//! itself and is ready, with every acknowledged message kept exactly once, also across a
+//! restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -109,6 +110,15 @@ fn id_of(frame: &Value) -> String {
         Value::String(s) => s.clone(),
         other => panic!("no id in {frame}: {other}"),
     }
+}
+
+/// `GET /readyz`: the status and the body (JSON when it is one).
+async fn readyz(node: &TestNode) -> (u16, Value) {
+    let resp = reqwest::get(node.http("/readyz")).await.expect("readyz");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
 }
 
 fn send_frame(cmid: &str, text: &str) -> Value {
@@ -236,6 +246,15 @@ async fn a_full_disk_refuses_writes_and_recovers_without_restart() {
         .post(&format!("/v1/groups/{G}/rooms"), new_room.clone())
         .await;
     assert_eq!(status, 503, "room creation on a full disk: {body}");
+    // Readiness says why, as long as writes are refused.
+    let (status, body) = readyz(&node).await;
+    assert_eq!(status, 503, "readyz while writes are refused: {body}");
+    assert_eq!(body["error"]["code"], "unavailable", "readyz: {body}");
+    let reason = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("refuses writes") && reason.contains("No space left"),
+        "readyz names the reason: {reason}"
+    );
 
     // Space comes back: the node takes writes again by itself.
     std::fs::remove_file(&ballast).expect("remove ballast");
@@ -264,6 +283,8 @@ async fn a_full_disk_refuses_writes_and_recovers_without_restart() {
     assert_eq!(resp.status().as_u16(), 201, "upload after recovery");
     let (status, body) = rest.post(&format!("/v1/groups/{G}/rooms"), new_room).await;
     assert_eq!(status, 201, "room creation after recovery: {body}");
+    let (status, body) = readyz(&node).await;
+    assert_eq!(status, 200, "readyz after recovery: {body}");
 
     // Exactly the acknowledged messages, as the room serves them and as the store kept them.
     assert_history(&rest, &acked, "after recovery").await;

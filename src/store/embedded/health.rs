@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use fjall::PersistMode;
@@ -41,10 +41,12 @@ const REOPEN_MAX: Duration = Duration::from_secs(5);
 /// opened again; then they hear `unavailable`, although their batch may yet be replayed.
 const HOLD_MAX: Duration = Duration::from_secs(10);
 
-/// The open tables (`None` while the writer reopens them).
+/// The open tables (`None` while the writer reopens them), and why writes are refused, if
+/// they are (readiness reports it).
 pub(super) struct Shared {
     dir: PathBuf,
     tables: RwLock<Option<Arc<Tables>>>,
+    refusing: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -53,7 +55,23 @@ impl Shared {
         Ok(Self {
             dir,
             tables: RwLock::new(Some(Arc::new(tables))),
+            refusing: Mutex::new(None),
         })
+    }
+
+    /// `Err` with the reason while writes are refused.
+    pub(super) fn health(&self) -> StoreResult<()> {
+        match &*self.refusing.lock().map_err(|_| StoreError::Closed)? {
+            Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes whether writes are refused, and why.
+    fn set_refusing(&self, why: Option<&str>) {
+        if let Ok(mut refusing) = self.refusing.lock() {
+            *refusing = why.map(|why| format!("the store refuses writes: {why}"));
+        }
     }
 
     /// The tables now open, for one read or one writer session.
@@ -142,6 +160,7 @@ pub(super) fn recover(
     failed: Failed,
 ) -> Option<Arc<Tables>> {
     let since = Instant::now();
+    shared.set_refusing(Some(&failed.why));
     let mut why;
     let mut failed = Some(failed);
     let mut wait = REOPEN_MIN;
@@ -153,6 +172,7 @@ pub(super) fn recover(
                 }
                 match probe(&tables) {
                     Ok(()) => {
+                        shared.set_refusing(None);
                         tracing::warn!("the store was reopened and takes writes again");
                         return Some(tables);
                     }
@@ -161,6 +181,7 @@ pub(super) fn recover(
             }
             Err(e) => why = e.reason(),
         }
+        shared.set_refusing(Some(&why));
         tracing::warn!(reason = %why, "the store refuses writes; it is reopened again later");
         if since.elapsed() >= HOLD_MAX
             && let Some(failed) = failed.take()
