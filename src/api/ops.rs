@@ -1,4 +1,4 @@
-//! Operations (docs/protocol.md §8): liveness, readiness (the store answers) and Prometheus
+//! Operations (docs/protocol.md §8): liveness, readiness (the store answers and takes writes) and Prometheus
 //! metrics from the `metrics` recorder. None of them needs a token.
 
 use actix_web::http::StatusCode;
@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use super::error::error_response;
 use crate::protocol::ErrorCode;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness", responses((status = 200, description = "The process is up", body = String)))]
@@ -14,8 +15,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// `GET /readyz`: the store answers and the node is not draining.
-#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness", responses((status = 200, description = "The store answers", body = String), (status = 503, description = "The store does not answer or the node is draining", body = crate::api::error::Body)))]
+/// `GET /readyz`: the store answers, takes writes, and the node is not draining. Not ready is
+/// 503 `unavailable` with the reason in the message.
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness", responses((status = 200, description = "The store answers and takes writes", body = String), (status = 503, description = "The store does not answer or refuses writes (the reason is the message), or the node is draining", body = crate::api::error::Body)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.shutdown.is_cancelled() {
         return error_response(
@@ -32,10 +34,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .body("ready\n"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
+            // The reason (a full disk, refused writes, an unreachable cluster) is what an
+            // operator needs; a corrupt record's details stay in the log.
+            let message = match &e {
+                StoreError::Corrupt(_) => "the store is unavailable".to_owned(),
+                other => other.to_string(),
+            };
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
-                "the store is unavailable",
+                &message,
             )
         }
         Err(_) => error_response(

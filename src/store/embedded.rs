@@ -36,6 +36,7 @@
 //! - `mutes`: `group\0room\0user` → the time it was muted (a muted room sends that user no push)
 
 mod codec;
+mod health;
 mod idem_filter;
 mod migrate;
 
@@ -51,6 +52,7 @@ use tokio::sync::{Semaphore, oneshot};
 use self::codec::{
     Activity, IdemEntry, Ids, RawActivity, Value, encode_activity, encode_message, write_message,
 };
+use self::health::{Failed, Shared};
 use self::idem_filter::IdemFilter;
 use super::{
     AppendOutcome, ChatListEntry, CreateOutcome, DeviceRecord, IDEMPOTENCY_WINDOW_MS, LoadedRoom,
@@ -80,7 +82,13 @@ const MAX_CACHED_NUMBERS: usize = 100_000;
 const SWEEP_EVERY: Duration = Duration::from_secs(3_600);
 
 fn io_err(e: fjall::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    match e {
+        fjall::Error::Io(io) => StoreError::Unavailable(format!("disk: {io}")),
+        fjall::Error::Poisoned => StoreError::Unavailable(
+            "the database refuses writes after a failed write; it is being reopened".into(),
+        ),
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -489,6 +497,33 @@ enum WriteOp {
 }
 
 impl WriteOp {
+    /// Answers the write with `err` without applying it (the store refuses writes).
+    fn refuse(self, err: StoreError) {
+        match self {
+            Self::CreateRoom { done, .. } => {
+                let _ = done.send(Err(err));
+            }
+            Self::Append { done, .. } => {
+                let _ = done.send(Err(err));
+            }
+            Self::MarkThumbnail { done, .. } => {
+                let _ = done.send(Err(err));
+            }
+            Self::DeleteRoom { done, .. }
+            | Self::PutMember { done, .. }
+            | Self::RemoveMember { done, .. }
+            | Self::SaveCursors { done, .. }
+            | Self::Update { done, .. }
+            | Self::PutMedia { done, .. }
+            | Self::DeleteMedia { done, .. }
+            | Self::PutDevice { done, .. }
+            | Self::DeleteDevice { done, .. }
+            | Self::SetMuted { done, .. } => {
+                let _ = done.send(Err(err));
+            }
+        }
+    }
+
     /// How much of a batch this write takes: its number of messages, or one.
     fn weight(&self) -> usize {
         match self {
@@ -687,6 +722,13 @@ impl<'t> Batch<'t> {
     /// Commits the batch and syncs the journal: after this returns `Ok`, it is durable. The
     /// batch is empty afterwards either way, ready for the next one.
     fn commit(&mut self) -> StoreResult<()> {
+        self.commit_numbered(None)
+    }
+
+    /// Commits the batch as [`Batch::commit`] does; with `number`, the batch also records
+    /// itself as the writer's last durable batch (`health::LAST_BATCH`), so that the outcome
+    /// of a failed commit can be read after reopening.
+    fn commit_numbered(&mut self, number: Option<u64>) -> StoreResult<()> {
         if self.len() == 0 {
             self.activity.clear();
             return Ok(());
@@ -731,6 +773,13 @@ impl<'t> Batch<'t> {
                 }
             }
         }
+        if let Some(number) = number {
+            batch.insert(
+                &self.tables.numbers,
+                health::LAST_BATCH,
+                number.to_be_bytes(),
+            );
+        }
         batch.commit().map_err(io_err)?;
         self.given.clear();
         if self.numbers.len() > MAX_CACHED_NUMBERS {
@@ -766,7 +815,7 @@ enum Done {
 impl Done {
     fn finish(self, result: &StoreResult<()>) {
         let err = || match result {
-            Err(e) => StoreError::Unavailable(e.to_string()),
+            Err(e) => StoreError::Unavailable(e.reason()),
             Ok(()) => StoreError::Closed,
         };
         match self {
@@ -1241,39 +1290,85 @@ fn sweep(tables: &Tables, next_sweep: &mut Instant, filter: &mut IdemFilter) {
     }
 }
 
-fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
-    let mut batch = Batch::new(&tables);
-    // The first sweep, before any write, builds the idempotency filter.
+/// The writer thread: applies batches on the open tables until the store closes, and reopens
+/// the tables whenever a batch fails (see `health`).
+fn writer_loop(shared: Arc<Shared>, rx: std_mpsc::Receiver<WriteOp>) {
+    // The first sweep, before any write, builds the idempotency filter. It is kept across
+    // reopenings: it may hold keys of a batch that failed, which only costs a lookup.
+    let mut idem = IdemFilter::unknown();
     let mut next_sweep = Instant::now();
-    sweep(&tables, &mut next_sweep, &mut batch.idem);
+    let mut tables = match shared.tables() {
+        Ok(tables) => tables,
+        Err(e) => {
+            tracing::error!(error = %e, "the store writer found no tables");
+            return;
+        }
+    };
+    loop {
+        let mut batch = Batch::new(&tables);
+        batch.idem = std::mem::replace(&mut idem, IdemFilter::unknown());
+        let failed = write_batches(&mut batch, &rx, &mut next_sweep);
+        idem = std::mem::replace(&mut batch.idem, IdemFilter::unknown());
+        drop(batch);
+        let Some(failed) = failed else {
+            if let Err(e) = tables.db.persist(PersistMode::SyncAll) {
+                tracing::error!(error = %e, "final store sync failed");
+            }
+            return;
+        };
+        // The reopening waits for every other handle of the old tables.
+        drop(tables);
+        tables = match health::recover(&shared, &rx, failed) {
+            Some(tables) => tables,
+            None => return,
+        };
+    }
+}
+
+/// Applies batches until the store closes (`None`) or a batch fails: then fjall refuses every
+/// later write, and the failed batch, with its answers held back, goes to `health::recover`.
+fn write_batches(
+    batch: &mut Batch<'_>,
+    rx: &std_mpsc::Receiver<WriteOp>,
+    next_sweep: &mut Instant,
+) -> Option<Failed> {
+    let tables = batch.tables;
+    let mut last = match health::last_batch(tables) {
+        Ok(last) => last,
+        Err(e) => {
+            return Some(Failed {
+                batch: u64::MAX,
+                why: e.reason(),
+                done: Vec::new(),
+            });
+        }
+    };
+    sweep(tables, next_sweep, &mut batch.idem);
     let mut done = Vec::new();
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(op) => op,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                sweep(&tables, &mut next_sweep, &mut batch.idem);
+                sweep(tables, next_sweep, &mut batch.idem);
                 continue;
             }
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return None,
         };
         let started = Instant::now();
         batch.now = now_ms();
         let mut count = first.weight();
-        apply(&mut batch, first, &mut done);
+        apply(batch, first, &mut done);
         while count < MAX_BATCH {
             match rx.try_recv() {
                 Ok(op) => {
                     count += op.weight();
-                    apply(&mut batch, op, &mut done);
+                    apply(batch, op, &mut done);
                 }
                 Err(_) => break,
             }
         }
-        let result = batch.commit();
-        if let Err(e) = &result {
-            batch.clear();
-            tracing::error!(error = %e, "store batch failed; its writes were refused");
-        }
+        let number = last + 1;
+        let result = batch.commit_numbered(Some(number));
         metrics::histogram!("chatnode_store_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("chatnode_store_batch_size").record(count as f64);
         for (result, n) in [
@@ -1285,20 +1380,27 @@ fn writer_loop(tables: Tables, rx: std_mpsc::Receiver<WriteOp>) {
                     .increment(n);
             }
         }
+        if let Err(e) = result {
+            batch.clear();
+            tracing::error!(error = %e, "store batch failed; the store is reopened");
+            return Some(Failed {
+                batch: number,
+                why: e.reason(),
+                done: std::mem::take(&mut done),
+            });
+        }
+        last = number;
         for d in done.drain(..) {
-            d.finish(&result);
+            d.finish(&Ok(()));
         }
         // A busy node is never idle for long: sweep between batches too.
-        sweep(&tables, &mut next_sweep, &mut batch.idem);
-    }
-    if let Err(e) = tables.db.persist(PersistMode::SyncAll) {
-        tracing::error!(error = %e, "final store sync failed");
+        sweep(tables, next_sweep, &mut batch.idem);
     }
 }
 
 /// The embedded store. Cloning shares it.
 pub struct EmbeddedStore {
-    tables: Tables,
+    shared: Arc<Shared>,
     writer: std::sync::Mutex<Option<std_mpsc::Sender<WriteOp>>>,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     queue: Arc<Semaphore>,
@@ -1308,15 +1410,15 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let tables = Tables::open(dir)?;
+        let shared = Arc::new(Shared::open(dir.to_path_buf())?);
         let (tx, rx) = std_mpsc::channel();
-        let thread_tables = tables.clone();
+        let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(thread_tables, rx))
+            .spawn(move || writer_loop(thread_shared, rx))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
-            tables,
+            shared,
             writer: std::sync::Mutex::new(Some(tx)),
             writer_thread: std::sync::Mutex::new(Some(handle)),
             queue: Arc::new(Semaphore::new(MAX_QUEUED_WRITES)),
@@ -1352,7 +1454,7 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&Tables) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let tables = self.tables.clone();
+        let tables = self.shared.tables()?;
         tokio::task::spawn_blocking(move || f(&tables))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
@@ -1361,9 +1463,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    /// Reads answer, and writes are not refused (see `health`).
     async fn ping(&self) -> StoreResult<()> {
         self.read(|t| t.get::<RoomRecord>(Table::Rooms, b"\0ping").map(|_| ()))
             .await?;
+        self.shared.health()?;
         if self
             .writer
             .lock()
@@ -1913,7 +2017,7 @@ mod tests {
             db.persist(PersistMode::SyncAll).expect("sync");
         }
         let store = EmbeddedStore::open(dir.path()).expect("open");
-        let t = &store.tables;
+        let t = &*store.shared.tables().expect("tables");
         assert!(!t.db.keyspace_exists("messages") && !t.db.keyspace_exists("idem"));
         assert_eq!(
             t.number(&room_key(&group, &room)).expect("get"),
@@ -1976,20 +2080,16 @@ mod tests {
             .expect("resend");
         assert_eq!(again, AppendOutcome::Duplicate(first));
         // The writer swept before its first write: the expired key is gone.
-        let number = store.tables.number(&room_key(&group, &room)).expect("get");
+        let tables = store.shared.tables().expect("tables");
+        let number = tables.number(&room_key(&group, &room)).expect("get");
         let key = idem_key(number.expect("numbered"), &alice, "c-2");
-        assert_eq!(store.tables.idem.get(&key).expect("get"), None);
+        assert_eq!(tables.idem.get(&key).expect("get"), None);
         let late = store
             .append_message(&group, &room, message(4, &alice, "long ago", Some("c-2")))
             .await
             .expect("late resend");
         assert_eq!(late, AppendOutcome::Stored);
-        let entry = store
-            .tables
-            .idem
-            .get(&key)
-            .expect("get")
-            .expect("the new key");
+        let entry = tables.idem.get(&key).expect("get").expect("the new key");
         assert_eq!(IdemEntry::decode(&entry).expect("entry").id, 4);
         store.close().await.expect("close");
     }
@@ -2033,7 +2133,7 @@ mod tests {
             db.persist(PersistMode::SyncAll).expect("sync");
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
-        let t = &store.tables;
+        let t = &*store.shared.tables().expect("tables");
         assert!(!t.db.keyspace_exists("messages"));
         assert_eq!(
             t.number(&room_key(&group, &room)).expect("get"),

@@ -27,6 +27,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// What went wrong, without the "unavailable" that wrapping it again would repeat.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Unavailable(reason) => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The kind of a room (docs/protocol.md §4.2).
@@ -207,7 +217,9 @@ pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// actors and routes as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Answers when the backend can serve requests (`/readyz`).
+    /// Answers `Ok` when the backend serves reads and takes writes (`/readyz`), `Err` with the
+    /// reason otherwise: the embedded store, for one, refuses writes after a failed one until
+    /// it has reopened itself (see `embedded/health.rs`).
     async fn ping(&self) -> StoreResult<()>;
 
     /// Creates a room with its first members, unless a room with that id exists.

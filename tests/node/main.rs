@@ -12,4 +12,5 @@ mod media;
 mod push;
 mod rooms;
 mod slow_clients;
+mod store_faults;
 mod web;
