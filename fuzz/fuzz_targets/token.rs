@@ -1,25 +1,26 @@
 //! Fuzz target `token`: a request's `Authorization` header and query string into the token it
-//! carries (`chatnode::api::token_of`), and that token through JWT verification
-//! (`chatnode::auth::Verifier::verify`, HS256 with the secret the seed tokens are signed with).
+//! carries (`chatnode::api::token_of`, what every REST route, the SSE stream and the WebSocket
+//! handshake use), and that token through JWT verification (`chatnode::auth::Verifier`, HS256
+//! with the secret the seed tokens are signed with).
 //!
 //! Input: a first line (the `Authorization` header's bytes) and then the query string.
 //!
-//! Contract checked: nothing panics; an empty token is `Missing`; a token that verifies is
-//! unexpired (within the leeway), and changing its signature makes it fail.
+//! Contract checked: nothing panics; an empty token is `Missing` and only it; a token that
+//! verifies is unexpired (within the leeway), names a valid user, and fails once its signature
+//! is changed.
 #![no_main]
+
+use std::sync::LazyLock;
 
 use actix_web::http::header::HeaderValue;
 use chatnode::auth::{AuthError, Verifier};
 use chatnode::config::AuthSettings;
-use chatnode::ids::now_ms;
+use chatnode::ids::{UserId, now_ms};
+use chatnode_fuzz::{TOKEN_SECRET, lines};
 use libfuzzer_sys::fuzz_target;
-use std::sync::LazyLock;
-
-/// The secret of the seed tokens (fuzz/gen_corpus.py signs with it).
-const SECRET: &[u8] = b"chatnode-fuzz-secret";
 
 static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
-    Verifier::new(&AuthSettings::default(), Some(SECRET)).expect("an HS256 verifier")
+    Verifier::new(&AuthSettings::default(), Some(TOKEN_SECRET)).expect("an HS256 verifier")
 });
 
 /// The token with the first character of its signature replaced by another base64url one.
@@ -35,19 +36,18 @@ fn forged(token: &str) -> Option<String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
-    let (header, query) = (&data[..split], data.get(split + 1..).unwrap_or_default());
+    let ([header], query) = lines::<1>(data);
     let header = HeaderValue::from_bytes(header).ok();
     let query = String::from_utf8_lossy(query);
     let token = chatnode::api::token_of(header.as_ref(), Some(&query));
     match VERIFIER.verify(&token) {
         Ok(principal) => {
-            assert!(!token.is_empty());
             let now = now_ms() / 1000;
             assert!(
                 principal.exp + VERIFIER.leeway_secs() as i64 >= now,
                 "expired token accepted"
             );
+            assert!(UserId::parse(principal.user.as_str()).is_ok());
             let forged = forged(&token).expect("a verified token has a signature");
             assert!(
                 VERIFIER.verify(&forged).is_err(),

@@ -142,7 +142,9 @@ where
     answer(rx).await
 }
 
-fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
+/// The error answer to a JSON body the `Json` extractor refused. Public for the fuzz target
+/// `rest_json`, which checks every refused body gets a JSON error with a code.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => {
