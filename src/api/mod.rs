@@ -32,26 +32,8 @@ pub fn authenticate_head(
     head: &actix_http::RequestHead,
     state: &AppState,
 ) -> Result<Principal, ApiError> {
-    #[derive(Deserialize)]
-    struct TokenQuery {
-        token: Option<String>,
-    }
-    let header = head
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned());
-    let token = match header {
-        Some(token) => token,
-        None => serde_urlencoded::from_str::<TokenQuery>(head.uri.query().unwrap_or_default())
-            .ok()
-            .and_then(|q| q.token)
-            .unwrap_or_default(),
-    };
+    let authorization = head.headers().get(actix_web::http::header::AUTHORIZATION);
+    let token = token_of(authorization, head.uri.query());
     state.verifier.verify(&token).map_err(|e| {
         let message = match e {
             AuthError::Missing => "a bearer token is required",
@@ -60,6 +42,31 @@ pub fn authenticate_head(
         };
         ApiError::new(ErrorCode::Unauthorized, message)
     })
+}
+
+/// The token a request carries: an `Authorization: Bearer <jwt>` header's (the header wins when
+/// it is a bearer one), else the query's `token`, else empty (which verifies as missing). Pure,
+/// so the fuzz target `token` reaches it without a server.
+pub fn token_of(
+    authorization: Option<&actix_web::http::header::HeaderValue>,
+    query: Option<&str>,
+) -> String {
+    #[derive(Deserialize)]
+    struct TokenQuery {
+        token: Option<String>,
+    }
+    let header = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .map(|t| t.trim().to_owned())
+    });
+    match header {
+        Some(token) => token,
+        None => serde_urlencoded::from_str::<TokenQuery>(query.unwrap_or_default())
+            .ok()
+            .and_then(|q| q.token)
+            .unwrap_or_default(),
+    }
 }
 
 /// The verified caller, as a handler argument. Listed first, it is extracted before any body,
@@ -135,7 +142,9 @@ where
     answer(rx).await
 }
 
-fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
+/// The error answer to a JSON body the `Json` extractor refused. Public for the fuzz target
+/// `rest_json`, which checks every refused body gets a JSON error with a code.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => {

@@ -33,34 +33,161 @@ impl DecodeError {
 }
 
 /// A request as it arrives: every field optional, strings borrowed from the frame.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RawFrame<'a> {
-    #[serde(borrow, default)]
     t: Option<&'a str>,
-    #[serde(default)]
     r: Option<u32>,
-    #[serde(borrow, default)]
     group: Option<&'a str>,
-    #[serde(borrow, default)]
     room: Option<&'a str>,
-    #[serde(default)]
     since: Option<u64>,
-    #[serde(default)]
     before: Option<u64>,
-    #[serde(default)]
     limit: Option<i64>,
-    #[serde(default)]
     id: Option<u64>,
-    #[serde(borrow, default)]
     kind: Option<&'a str>,
-    #[serde(borrow, default)]
     text: Option<&'a str>,
-    #[serde(borrow, default)]
     media: Option<&'a str>,
-    #[serde(borrow, default)]
     cmid: Option<&'a str>,
-    #[serde(borrow, default)]
     from: Option<&'a str>,
+}
+
+/// A map key as a frame's reader sees it: a string, or any other value, which names no field
+/// (PROTOCOL.md §3: string keys, unknown keys ignored). serde's derived readers would take an
+/// integer key as the struct's field of that position.
+enum Key<'a> {
+    Str(&'a str),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Str(s))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Key<'de>, E> {
+                // Only a string that is not in the frame's bytes: not one of ours.
+                Ok(Key::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_none<E>(self) -> Result<Key<'de>, E> {
+                Ok(Key::Other)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Key<'de>, D::Error> {
+                IgnoredAny::deserialize(d).map(|_| Key::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Key<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Key::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Key<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Key::Other)
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(self, e: A) -> Result<Key<'de>, A::Error> {
+                // MessagePack extension types arrive as enums.
+                IgnoredAny.visit_enum(e).map(|_| Key::Other)
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// Reads a frame's map with `field`, called for each string key with the entries' reader; the
+/// values of other keys are skipped. A second value for one field is an error, as in serde's
+/// derived readers.
+fn read_map<'de, A, T: Default>(
+    mut map: A,
+    mut field: impl FnMut(&mut T, &'de str, &mut A) -> Result<bool, A::Error>,
+) -> Result<T, A::Error>
+where
+    A: serde::de::MapAccess<'de>,
+{
+    let mut out = T::default();
+    // The fields read so far (a frame has 13), kept without allocating: this is every frame's path.
+    let mut seen: [&'de str; 16] = [""; 16];
+    let mut seen_len = 0;
+    while let Some(key) = map.next_key::<Key<'de>>()? {
+        let known = match key {
+            Key::Str(name) => {
+                if seen[..seen_len].contains(&name) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "duplicate field `{name}`"
+                    )));
+                }
+                let known = field(&mut out, name, &mut map)?;
+                if known && seen_len < seen.len() {
+                    seen[seen_len] = name;
+                    seen_len += 1;
+                }
+                known
+            }
+            Key::Other => false,
+        };
+        if !known {
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+    }
+    Ok(out)
+}
+
+impl<'de> Deserialize<'de> for RawFrame<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FrameVisitor;
+        impl<'de> serde::de::Visitor<'de> for FrameVisitor {
+            type Value = RawFrame<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                read_map(map, |raw: &mut RawFrame<'de>, name, map| {
+                    match name {
+                        "t" => raw.t = map.next_value()?,
+                        "r" => raw.r = map.next_value()?,
+                        "group" => raw.group = map.next_value()?,
+                        "room" => raw.room = map.next_value()?,
+                        "since" => raw.since = map.next_value()?,
+                        "before" => raw.before = map.next_value()?,
+                        "limit" => raw.limit = map.next_value()?,
+                        "id" => raw.id = map.next_value()?,
+                        "kind" => raw.kind = map.next_value()?,
+                        "text" => raw.text = map.next_value()?,
+                        "media" => raw.media = map.next_value()?,
+                        "cmid" => raw.cmid = map.next_value()?,
+                        "from" => raw.from = map.next_value()?,
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })
+            }
+        }
+        deserializer.deserialize_map(FrameVisitor)
+    }
 }
 
 /// True when `bytes` starts with a MessagePack map marker (fixmap, map16, map32).
@@ -283,10 +410,33 @@ pub fn decode_request(bytes: &[u8], max_text: usize) -> Result<Request, DecodeEr
 /// Returns the `r` of a frame, for replies: also of one that does not decode, as long as the
 /// entries up to its `r` can be read.
 pub fn request_r(bytes: &[u8]) -> Option<u32> {
-    #[derive(Deserialize)]
+    #[derive(Default)]
     struct OnlyR {
-        #[serde(default)]
         r: Option<u32>,
+    }
+    impl<'de> Deserialize<'de> for OnlyR {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct RVisitor;
+            impl<'de> serde::de::Visitor<'de> for RVisitor {
+                type Value = OnlyR;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<OnlyR, A::Error> {
+                    read_map(map, |out: &mut OnlyR, name, map| {
+                        if name != "r" {
+                            return Ok(false);
+                        }
+                        out.r = map.next_value()?;
+                        Ok(true)
+                    })
+                }
+            }
+            deserializer.deserialize_map(RVisitor)
+        }
     }
     match rmp_serde::from_slice::<OnlyR>(bytes) {
         Ok(frame) => frame.r,
@@ -533,6 +683,42 @@ mod tests {
             decode_request(&big, 16),
             Ok(Request::History { limit: 200, .. })
         ));
+    }
+
+    /// Keys that are not strings are unknown keys (PROTOCOL.md §3: string keys, unknown keys
+    /// ignored), not the struct's fields by position as serde reads integer keys. Found by the
+    /// fuzz target `frame`.
+    #[test]
+    fn integer_keys_are_ignored_not_read_as_fields() {
+        // {0: "ping"}: no string `t`.
+        assert_eq!(
+            decode_request(b"\x81\x00\xa4ping", 16).map_err(|e| e.code),
+            Err(ErrorCode::BadFrame)
+        );
+        // {"t": "ping", 1: 5}: key 1 is not `r`.
+        let ping = b"\x82\xa1t\xa4ping\x01\x05";
+        assert_eq!(decode_request(ping, 16), Ok(Request::Ping));
+        assert_eq!(request_r(ping), None);
+        // A send with an extra {9: "x"}: key 9 is not a second `text`.
+        let mut send = frame(&SendFrame {
+            t: "send",
+            r: 4,
+            group: "g",
+            room: "r",
+            kind: "text",
+            text: "hi",
+            cmid: "c1",
+            extra: 0,
+        });
+        send[0] += 1;
+        send.extend_from_slice(b"\x09\xa1x");
+        let Ok(Request::Send(sent)) = decode_request(&send, 16) else {
+            panic!("refused: {:?}", decode_request(&send, 16));
+        };
+        assert_eq!(sent.text.as_deref(), Some("hi"));
+        assert_eq!(request_r(&send), Some(4));
+        // An array is no frame, and has no `r` either.
+        assert_eq!(request_r(b"\x91\x05"), None);
     }
 
     #[test]
