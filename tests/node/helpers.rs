@@ -26,6 +26,50 @@ pub struct TestNode {
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    /// With `CHATNODE_TEST_NODE_STORE=scylla`: this node's own keyspace, dropped with it.
+    scylla: Option<chatnode::config::ScyllaSettings>,
+}
+
+/// The store every [`TestNode`] uses: `CHATNODE_TEST_NODE_STORE=scylla` runs the same node
+/// tests on the CQL server named by `CHATNODE_TEST_SCYLLA` (scripts/test.sh runs the node tests
+/// a second time so); otherwise the embedded store.
+pub fn node_store_is_scylla() -> bool {
+    std::env::var("CHATNODE_TEST_NODE_STORE").is_ok_and(|s| s == "scylla")
+}
+
+/// Migrates a fresh keyspace with `chatnode migrate`, as an operator would, and returns its
+/// settings and the environment that points a node at it.
+fn scylla_keyspace() -> (chatnode::config::ScyllaSettings, Vec<(String, String)>) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nodes = std::env::var("CHATNODE_TEST_SCYLLA")
+        .expect("CHATNODE_TEST_NODE_STORE=scylla needs CHATNODE_TEST_SCYLLA (host:port)");
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let keyspace = format!("chatnode_node_{}_{n}", std::process::id());
+    let env = vec![
+        ("CHATNODE_STORE".to_owned(), "scylla".to_owned()),
+        ("CHATNODE_SCYLLA_NODES".to_owned(), nodes.clone()),
+        ("CHATNODE_SCYLLA_KEYSPACE".to_owned(), keyspace.clone()),
+        ("CHATNODE_SCYLLA_REPLICATION".to_owned(), "1".to_owned()),
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_chatnode"))
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run chatnode migrate");
+    assert!(
+        out.status.success(),
+        "chatnode migrate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let settings = chatnode::config::ScyllaSettings {
+        nodes: Some(nodes),
+        keyspace,
+        replication: "1".into(),
+        ..chatnode::config::ScyllaSettings::default()
+    };
+    (settings, env)
 }
 
 impl TestNode {
@@ -33,16 +77,22 @@ impl TestNode {
     pub fn spawn(env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().to_path_buf();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let (scylla, mut env_all) = if node_store_is_scylla() {
+            let (settings, env) = scylla_keyspace();
+            (Some(settings), env)
+        } else {
+            (None, Vec::new())
+        };
+        // The test's own variables come last, so a test may still override the store.
+        env_all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env = env_all;
         let mut node = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
             child: None,
             _temp: Some(temp),
             env,
+            scylla,
         };
         node.start();
         node
@@ -151,6 +201,20 @@ impl Drop for TestNode {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Drop the node's keyspace, so a run does not pile up tables on the shared server.
+        // On a thread with its own runtime: the test's runtime may be the one dropping us.
+        if let Some(settings) = self.scylla.take() {
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                runtime
+                    .block_on(chatnode::store::scylla::drop_keyspace(&settings))
+                    .ok()
+            })
+            .join();
         }
     }
 }
