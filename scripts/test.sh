@@ -43,11 +43,12 @@ echo "moto (S3) for the media tests at $CHATNODE_TEST_S3"
 
 # Cassandra for the ScyllaDB store (scripts/cassandra.sh: Apache Cassandra 5.0 from Maven Central,
 # cached in ~/.cache/chatnode/cassandra, on Java 17): tests/store_scylla.rs runs the shared store
-# suite on it, and the node tests run a second time with store = "scylla" on it. A node that
-# cannot start fails the run with its log's last lines. It stops with this script.
-export CHATNODE_CASSANDRA_DIR="$(mktemp -d -t chatnode-cassandra.XXXXXX)"
-trap 'bash scripts/cassandra.sh stop || true; kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT
-CASSANDRA_LINE="$(bash scripts/cassandra.sh start)" || { echo "Cassandra did not start" >&2; exit 1; }
+# suite on it. A node that cannot start fails the run with its log's last lines. It stops with
+# this script. Its folder is not exported: the node refuses unknown CHATNODE_ variables, and
+# the config tests read this process's environment.
+CASSANDRA_DIR="$(mktemp -d -t chatnode-cassandra.XXXXXX)"
+trap 'CHATNODE_CASSANDRA_DIR="$CASSANDRA_DIR" bash scripts/cassandra.sh stop || true; kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT
+CASSANDRA_LINE="$(CHATNODE_CASSANDRA_DIR="$CASSANDRA_DIR" bash scripts/cassandra.sh start)" || { echo "Cassandra did not start" >&2; exit 1; }
 export CHATNODE_TEST_SCYLLA="${CASSANDRA_LINE#CHATNODE_SCYLLA_NODES=}"
 echo "Cassandra for the scylla store tests at $CHATNODE_TEST_SCYLLA"
 
