@@ -58,9 +58,7 @@ use ::scylla::client::execution_profile::ExecutionProfile;
 use ::scylla::client::session::Session;
 use ::scylla::client::session_builder::SessionBuilder;
 use ::scylla::deserialize::row::DeserializeRow;
-use ::scylla::errors::{
-    DbError, ExecutionError, PrepareError, RequestAttemptError, UseKeyspaceError,
-};
+use ::scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
 use ::scylla::response::PagingState;
 use ::scylla::response::query_result::QueryResult;
 use ::scylla::serialize::row::SerializeRow;
@@ -191,6 +189,22 @@ fn failed(op: &'static str, e: &ExecutionError) -> StoreError {
     StoreError::Unavailable(format!("scylla: {why}"))
 }
 
+/// Records `chatnode_store_write_seconds` when dropped: the time one write call took, from
+/// the caller's side, as the embedded store records it for every write (answered or failed).
+struct WriteTimer(Instant);
+
+impl WriteTimer {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Drop for WriteTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("chatnode_store_write_seconds").record(self.0.elapsed().as_secs_f64());
+    }
+}
+
 /// Maps a row that did not decode to `Corrupt`, logging the details.
 fn undecodable(op: &'static str, e: impl std::fmt::Display) -> StoreError {
     tracing::error!(op, error = %e, "scylla row did not decode");
@@ -250,20 +264,30 @@ async fn connect(settings: &ScyllaSettings) -> Result<Session, OpenError> {
     })
 }
 
-/// Switches the session to the keyspace, telling a missing keyspace apart.
-async fn use_keyspace(session: &Session, keyspace: &str) -> Result<(), OpenError> {
-    match session.use_keyspace(keyspace, false).await {
-        Ok(()) => Ok(()),
-        Err(UseKeyspaceError::RequestError(e)) if is_invalid(&e) => {
-            Err(OpenError::KeyspaceMissing(keyspace.to_owned()))
-        }
-        Err(e) => Err(refused(format!("use keyspace `{keyspace}`"), e)),
+/// Fails with `KeyspaceMissing` unless the server lists the keyspace. Statements name their
+/// keyspace themselves (no `USE`), so a missing keyspace and a missing table would otherwise
+/// look alike.
+async fn check_keyspace(session: &Session, keyspace: &str) -> Result<(), OpenError> {
+    let result = session
+        .query_unpaged(schema::SELECT_KEYSPACE.cql, (keyspace,))
+        .await
+        .map_err(|e| refused("list the keyspaces", e))?;
+    let rows = result
+        .into_rows_result()
+        .map_err(|e| refused("list the keyspaces", e))?;
+    let found = rows
+        .maybe_first_row::<(String,)>()
+        .map_err(|e| refused("list the keyspaces", e))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(OpenError::KeyspaceMissing(keyspace.to_owned())),
     }
 }
 
 /// The schema version recorded in the keyspace, or `SchemaMissing` without the table or row.
 async fn read_schema_version(session: &Session, keyspace: &str) -> Result<Option<i32>, OpenError> {
-    let select = match schema::prepare_one(session, &schema::SELECT_SCHEMA_VERSION).await {
+    let select = match schema::prepare_one(session, &schema::SELECT_SCHEMA_VERSION, keyspace).await
+    {
         Ok(select) => select,
         Err((_, PrepareError::AllAttemptsFailed { first_attempt }))
             if is_invalid(&first_attempt) =>
@@ -334,7 +358,6 @@ pub async fn migrate(settings: &ScyllaSettings) -> Result<Migrated, OpenError> {
         .query_unpaged(ddl(create), ())
         .await
         .map_err(|e| refused(format!("create keyspace `{keyspace}`"), e))?;
-    use_keyspace(&session, keyspace).await?;
     let found = match read_schema_version(&session, keyspace).await {
         Ok(found) => found,
         Err(OpenError::SchemaMissing(_)) => None,
@@ -351,14 +374,14 @@ pub async fn migrate(settings: &ScyllaSettings) -> Result<Migrated, OpenError> {
     // does version 3 (`push_devices`, `room_mutes`).
     for table in schema::TABLES {
         session
-            .query_unpaged(ddl(schema::create_table_cql(table)), ())
+            .query_unpaged(ddl(schema::create_table_cql(keyspace, table)), ())
             .await
             .map_err(|e| refused(format!("create table {}", table.name), e))?;
     }
     if found == Some(SCHEMA_VERSION) {
         return Ok(Migrated::UpToDate(SCHEMA_VERSION));
     }
-    let upsert = schema::prepare_one(&session, &schema::UPSERT_SCHEMA_VERSION)
+    let upsert = schema::prepare_one(&session, &schema::UPSERT_SCHEMA_VERSION, keyspace)
         .await
         .map_err(|(_, e)| refused("record the schema version", e))?;
     session
@@ -402,7 +425,7 @@ impl ScyllaStore {
     pub async fn open(settings: &ScyllaSettings) -> Result<Self, OpenError> {
         let session = connect(settings).await?;
         let keyspace = settings.keyspace.as_str();
-        use_keyspace(&session, keyspace).await?;
+        check_keyspace(&session, keyspace).await?;
         match read_schema_version(&session, keyspace).await? {
             None => return Err(OpenError::SchemaMissing(keyspace.to_owned())),
             Some(found) if found < SCHEMA_VERSION => {
@@ -419,7 +442,7 @@ impl ScyllaStore {
             ),
             Some(_) => {}
         }
-        let q = Prepared::prepare(&session)
+        let q = Prepared::prepare(&session, keyspace)
             .await
             .map_err(|(cql, e)| match e {
                 PrepareError::AllAttemptsFailed { first_attempt } if is_invalid(&first_attempt) => {
@@ -817,6 +840,7 @@ impl Store for ScyllaStore {
         members: Vec<MemberRecord>,
     ) -> StoreResult<CreateOutcome> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let (group, room) = (record.group.clone(), record.room.clone());
         let _lock = self.room_lock(&group, &room).lock().await;
         let distinct: std::collections::HashSet<&UserId> =
@@ -855,6 +879,7 @@ impl Store for ScyllaStore {
 
     async fn delete_room(&self, group: &GroupId, room: &RoomId) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let _lock = self.room_lock(group, room).lock().await;
         self.delete_room_locked(group, room).await
     }
@@ -888,6 +913,7 @@ impl Store for ScyllaStore {
         member: MemberRecord,
     ) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let _lock = self.room_lock(group, room).lock().await;
         if self.room_row(group, room).await?.is_none() {
             return Ok(());
@@ -903,6 +929,7 @@ impl Store for ScyllaStore {
         user: &UserId,
     ) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let _lock = self.room_lock(group, room).lock().await;
         let (g, r, u) = (group.as_str(), room.as_str(), user.as_str());
         let (a, b, c) = futures_util::future::join3(
@@ -925,6 +952,7 @@ impl Store for ScyllaStore {
         cursors: Vec<(UserId, MessageId, u64)>,
     ) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         if cursors.is_empty() {
             return Ok(());
         }
@@ -986,28 +1014,8 @@ impl Store for ScyllaStore {
         msg: StoredMessage,
     ) -> StoreResult<AppendOutcome> {
         self.check_open()?;
-        let values = MessageValues::new(group, room, &msg)?;
-        // The bucket is indexed before the message exists, so a history walk never misses it.
-        let index = self.exec(
-            "append",
-            &self.q.insert_bucket,
-            (group.as_str(), room.as_str(), values.bucket),
-        );
-        match &msg.cmid {
-            Some(cmid) => {
-                let (claim, index) =
-                    futures_util::future::join(self.claim(group, room, &msg, cmid), index).await;
-                index?;
-                if let Claim::Duplicate(first) = claim? {
-                    return Ok(AppendOutcome::Duplicate(first));
-                }
-            }
-            None => {
-                index.await?;
-            }
-        }
-        self.exec("append", &self.q.insert_message, &values).await?;
-        Ok(AppendOutcome::Stored)
+        let _timer = WriteTimer::start();
+        self.append_one(group, room, msg).await
     }
 
     async fn append_messages(
@@ -1017,6 +1025,7 @@ impl Store for ScyllaStore {
         msgs: Vec<StoredMessage>,
     ) -> StoreResult<Vec<AppendOutcome>> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         // A cmid repeated within the call is answered from its first occurrence; the others
         // are appended concurrently (their keys differ, so they cannot race each other), at
         // most CONCURRENCY at once, and answered in order.
@@ -1042,7 +1051,7 @@ impl Store for ScyllaStore {
             .map(|(msg, _)| msg.clone())
             .collect();
         let results: Vec<StoreResult<AppendOutcome>> = stream::iter(own)
-            .map(|msg| self.append_message(group, room, msg))
+            .map(|msg| self.append_one(group, room, msg))
             .buffered(CONCURRENCY)
             .collect()
             .await;
@@ -1070,6 +1079,7 @@ impl Store for ScyllaStore {
         msg: StoredMessage,
     ) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let Some(existing) = self.get_message(group, room, msg.id).await? else {
             return Ok(());
         };
@@ -1198,6 +1208,7 @@ impl Store for ScyllaStore {
 
     async fn put_media(&self, media: MediaRecord) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let values = MediaValues::new(&media)?;
         // The room's index first, so a room deleted later always finds the record.
         self.exec(
@@ -1221,6 +1232,7 @@ impl Store for ScyllaStore {
 
     async fn set_media_thumbnail(&self, id: &str) -> StoreResult<bool> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let outcome = self
             .lwt(
                 "set_media_thumbnail",
@@ -1233,6 +1245,7 @@ impl Store for ScyllaStore {
 
     async fn delete_media(&self, id: &str) -> StoreResult<()> {
         self.check_open()?;
+        let _timer = WriteTimer::start();
         let Some(media) = self.get_media(id).await? else {
             return Ok(());
         };
@@ -1250,10 +1263,12 @@ impl Store for ScyllaStore {
     }
 
     async fn put_device(&self, user: &UserId, device: DeviceRecord) -> StoreResult<()> {
+        let _timer = WriteTimer::start();
         self.put_device_row(user, device).await
     }
 
     async fn delete_device(&self, user: &UserId, token: &str) -> StoreResult<()> {
+        let _timer = WriteTimer::start();
         self.delete_device_row(user, token).await
     }
 
@@ -1268,6 +1283,7 @@ impl Store for ScyllaStore {
         user: &UserId,
         muted: bool,
     ) -> StoreResult<()> {
+        let _timer = WriteTimer::start();
         self.set_mute_row(group, room, user, muted).await
     }
 
@@ -1289,6 +1305,37 @@ impl Store for ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// Appends one message (the store is open; the caller times the write).
+    async fn append_one(
+        &self,
+        group: &GroupId,
+        room: &RoomId,
+        msg: StoredMessage,
+    ) -> StoreResult<AppendOutcome> {
+        let values = MessageValues::new(group, room, &msg)?;
+        // The bucket is indexed before the message exists, so a history walk never misses it.
+        let index = self.exec(
+            "append",
+            &self.q.insert_bucket,
+            (group.as_str(), room.as_str(), values.bucket),
+        );
+        match &msg.cmid {
+            Some(cmid) => {
+                let (claim, index) =
+                    futures_util::future::join(self.claim(group, room, &msg, cmid), index).await;
+                index?;
+                if let Claim::Duplicate(first) = claim? {
+                    return Ok(AppendOutcome::Duplicate(first));
+                }
+            }
+            None => {
+                index.await?;
+            }
+        }
+        self.exec("append", &self.q.insert_message, &values).await?;
+        Ok(AppendOutcome::Stored)
+    }
+
     /// Deletes a room (the caller holds its lock). What locates other rows (members → their
     /// chat-list entries, the bucket index → the message partitions) is deleted after what it
     /// locates, and the room row last, so a delete that fails half-way can simply be retried.

@@ -551,6 +551,21 @@ pub const PROBE_FEATURES: Stmt = stmt(
     "SELECT supported_features FROM system.local WHERE key = 'local'",
 );
 
+/// The server's list of keyspaces, read by a node at start to tell a missing keyspace apart from
+/// a missing table (a node never sends `USE`, so nothing else says which is missing).
+pub const SYSTEM_KEYSPACES: Table = Table {
+    name: "system_schema.keyspaces",
+    columns: &[("keyspace_name", "text")],
+    partition_key: &["keyspace_name"],
+    clustering: &[],
+    ours: false,
+};
+
+pub const SELECT_KEYSPACE: Stmt = stmt(
+    &SYSTEM_KEYSPACES,
+    "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+);
+
 // ---------------------------------------------------------------------------------------------
 
 /// Every table `chatnode migrate` creates, in creation order.
@@ -568,8 +583,8 @@ pub const TABLES: &[&Table] = &[
     &ROOM_MUTES,
 ];
 
-/// Statements that only `chatnode migrate` runs (not prepared by a node).
-pub const MIGRATE_ONLY: &[&Stmt] = &[&UPSERT_SCHEMA_VERSION, &PROBE_FEATURES];
+/// Statements that `chatnode migrate` or a node's start runs once (not kept prepared).
+pub const MIGRATE_ONLY: &[&Stmt] = &[&UPSERT_SCHEMA_VERSION, &PROBE_FEATURES, &SELECT_KEYSPACE];
 
 /// Declares the statements a node prepares at connect: one field each, and the list [`ALL`] that
 /// the schema test checks, so no statement can be run without being checked.
@@ -585,9 +600,12 @@ macro_rules! prepared {
 
         impl Prepared {
             /// Prepares every statement (on every node of the cluster, by the driver).
-            pub async fn prepare(session: &Session) -> Result<Self, (&'static str, PrepareError)> {
+            pub async fn prepare(
+                session: &Session,
+                keyspace: &str,
+            ) -> Result<Self, (&'static str, PrepareError)> {
                 Ok(Self {
-                    $($field: prepare_one(session, &$stmt).await?,)*
+                    $($field: prepare_one(session, &$stmt, keyspace).await?,)*
                 })
             }
         }
@@ -644,18 +662,46 @@ prepared! {
     delete_room_mutes: DELETE_ROOM_MUTES,
 }
 
-/// Prepares one statement; the error names the statement (CQL text holds no secrets).
+/// Prepares one statement on `keyspace`'s table; the error names the statement (CQL text
+/// holds no secrets).
 pub async fn prepare_one(
     session: &Session,
     stmt: &'static Stmt,
+    keyspace: &str,
 ) -> Result<PreparedStatement, (&'static str, PrepareError)> {
-    let mut prepared = session.prepare(stmt.cql).await.map_err(|e| (stmt.cql, e))?;
+    let mut prepared = session
+        .prepare(qualified_cql(stmt, keyspace))
+        .await
+        .map_err(|e| (stmt.cql, e))?;
     prepared.set_is_idempotent(stmt.idempotent);
     Ok(prepared)
 }
 
-/// The `CREATE TABLE` of `table`, generated from its definition.
-pub fn create_table_cql(table: &Table) -> String {
+/// `stmt`'s CQL with its table named with the keyspace (`FROM ks.rooms`). A node never sends
+/// `USE <keyspace>`: Cassandra warns about prepared statements that lean on it (which table an
+/// unqualified name means depends on the connection), and a statement that names its keyspace
+/// is routed by it. The server's own tables (`system.local`) are named whole already.
+pub fn qualified_cql(stmt: &Stmt, keyspace: &str) -> String {
+    if !stmt.table.ours {
+        return stmt.cql.to_owned();
+    }
+    for keyword in ["FROM ", "INTO ", "UPDATE "] {
+        let named = format!("{keyword}{} ", stmt.table.name);
+        if let Some(at) = stmt.cql.find(&named) {
+            let name_at = at + keyword.len();
+            return format!(
+                "{}{keyspace}.{}",
+                &stmt.cql[..name_at],
+                &stmt.cql[name_at..]
+            );
+        }
+    }
+    // Every statement names its table after one of the keywords (a test checks it).
+    stmt.cql.to_owned()
+}
+
+/// The `CREATE TABLE` of `table` in `keyspace`, generated from its definition.
+pub fn create_table_cql(keyspace: &str, table: &Table) -> String {
     let columns: Vec<String> = table
         .columns
         .iter()
@@ -668,7 +714,7 @@ pub fn create_table_cql(table: &Table) -> String {
         key.push_str(name);
     }
     let mut cql = format!(
-        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({key}))",
+        "CREATE TABLE IF NOT EXISTS {keyspace}.{} ({}, PRIMARY KEY ({key}))",
         table.name,
         columns.join(", ")
     );
@@ -829,7 +875,7 @@ mod tests {
         let declared: HashSet<&str> = TABLES
             .iter()
             .map(|t| t.name)
-            .chain(["system.local"])
+            .chain(["system.local", "system_schema.keyspaces"])
             .collect();
         for stmt in all_statements() {
             let table = stmt.table;
@@ -927,26 +973,26 @@ mod tests {
     #[test]
     fn create_table_is_generated_from_the_definition() {
         assert_eq!(
-            create_table_cql(&MESSAGE_BUCKETS),
-            "CREATE TABLE IF NOT EXISTS message_buckets (group_id text, room_id text, \
+            create_table_cql("ks", &MESSAGE_BUCKETS),
+            "CREATE TABLE IF NOT EXISTS ks.message_buckets (group_id text, room_id text, \
              bucket bigint, PRIMARY KEY ((group_id, room_id), bucket)) \
              WITH CLUSTERING ORDER BY (bucket DESC)"
         );
         assert_eq!(
-            create_table_cql(&SCHEMA_VERSION_TABLE),
-            "CREATE TABLE IF NOT EXISTS schema_version (component text, version int, \
+            create_table_cql("ks", &SCHEMA_VERSION_TABLE),
+            "CREATE TABLE IF NOT EXISTS ks.schema_version (component text, version int, \
              applied_at bigint, PRIMARY KEY ((component)))"
         );
-        let messages = create_table_cql(&MESSAGES);
+        let messages = create_table_cql("ks", &MESSAGES);
         assert!(messages.contains("PRIMARY KEY ((group_id, room_id, bucket), id)"));
         assert!(messages.ends_with("WITH CLUSTERING ORDER BY (id DESC)"));
-        let idem = create_table_cql(&IDEMPOTENCY);
+        let idem = create_table_cql("ks", &IDEMPOTENCY);
         assert!(idem.ends_with("WITH CLUSTERING ORDER BY (user_id ASC, cmid ASC)"));
         // Every generated CREATE TABLE names only what its definition declares.
         for table in TABLES {
-            let cql = create_table_cql(table);
+            let cql = create_table_cql("ks", table);
             for word in words(&cql) {
-                let known = table.name == word
+                let known = format!("ks.{}", table.name) == word
                     || table
                         .columns
                         .iter()
@@ -969,6 +1015,26 @@ mod tests {
                     .contains(&word.as_str());
                 assert!(known, "{word} in {cql}");
             }
+        }
+    }
+
+    #[test]
+    fn statements_name_their_keyspace() {
+        for stmt in all_statements() {
+            let cql = qualified_cql(stmt, "chat_ks");
+            if !stmt.table.ours {
+                assert_eq!(cql, stmt.cql);
+                continue;
+            }
+            let named = format!("chat_ks.{}", stmt.table.name);
+            assert_eq!(cql.matches(&named).count(), 1, "{cql}");
+            // Only the table's name changed.
+            assert_eq!(cql.replacen("chat_ks.", "", 1), stmt.cql);
+            let table_word = words(&cql)
+                .windows(2)
+                .find(|w| matches!(w[0].as_str(), "from" | "into" | "update"))
+                .map(|w| w[1].clone());
+            assert_eq!(table_word.as_deref(), Some(named.as_str()), "{cql}");
         }
     }
 
