@@ -49,8 +49,8 @@ use crate::protocol::{ErrorCode, Id, MediaRef, MessageKind, ServerFrame};
 use crate::push::MessageNote;
 use crate::session::handle::{Encoded, SessionHandle, SessionId};
 use crate::store::{
-    AppendOutcome, LoadedRoom, MediaRecord, MemberRecord, RoomKind, RoomRecord, StoreError,
-    StoredMessage,
+    AppendOutcome, LoadedRoom, MediaRecord, MemberRecord, Page, RoomKind, RoomRecord, SharedStore,
+    StoreError, StoredMessage,
 };
 
 /// The room's maps are keyed by ids it hashes on every message (members, presence, the moved
@@ -730,9 +730,41 @@ impl RoomActor {
         Some(PageReply { msgs, more })
     }
 
-    fn after_from_cache(&self, since: MessageId, limit: usize) -> Option<(Vec<OutMessage>, bool)> {
+    fn after_from_cache(&self, since: MessageId, limit: usize) -> Option<PageReply> {
         let (msgs, more) = self.cache.after(since, limit, self.last_id)?;
-        Some((msgs.map(|m| self.out(m.clone())).collect(), more))
+        let msgs = msgs.map(|m| self.out(m.clone())).collect();
+        Some(PageReply { msgs, more })
+    }
+
+    /// The store and the room's ids, for a read that runs off the actor.
+    fn store_and_ids(&self) -> (SharedStore, GroupId, RoomId) {
+        (
+            self.deps.store.clone(),
+            self.group_id.clone(),
+            self.room_id.clone(),
+        )
+    }
+
+    /// Answers a page request: from the cache when it holds the page (`cached`), otherwise
+    /// from `read` on the store, each message with its unread count as of the reply.
+    fn reply_page(
+        &mut self,
+        ctx: &mut Context<Self>,
+        responder: Responder<PageReply>,
+        cached: Option<PageReply>,
+        read: impl Future<Output = Result<Page, StoreError>> + 'static,
+    ) {
+        if let Some(page) = cached {
+            responder.respond(&self.group_id, &self.room_id, Ok(page));
+            return;
+        }
+        ctx.spawn(read.into_actor(self).map(move |res, act, _| {
+            let res = res.map_err(ChatError::from).map(|page| PageReply {
+                msgs: page.msgs.into_iter().map(|m| act.out(m)).collect(),
+                more: page.more,
+            });
+            responder.respond(&act.group_id, &act.room_id, res);
+        }));
     }
 
     fn finish_edit(
@@ -931,10 +963,10 @@ impl Handler<Attach> for RoomActor {
         let present: Vec<String> = self.presence.users().map(|u| u.to_string()).collect();
         let limit = msg.limit;
         let page = match msg.since {
-            None => self.page_from_cache(None, limit).map(|p| (p.msgs, p.more)),
+            None => self.page_from_cache(None, limit),
             Some(since) => self.after_from_cache(since, limit),
         };
-        if let Some((msgs, more)) = page {
+        if let Some(PageReply { msgs, more }) = page {
             let reply = EnteredReply {
                 latest: self.last_id,
                 members,
@@ -1254,25 +1286,12 @@ impl Handler<GetHistory> for RoomActor {
             return;
         }
         self.last_activity = Instant::now();
-        if let Some(page) = self.page_from_cache(msg.before, msg.limit) {
-            msg.responder
-                .respond(&self.group_id, &self.room_id, Ok(page));
-            return;
-        }
-        let store = self.deps.store.clone();
-        let (group, room) = (self.group_id.clone(), self.room_id.clone());
-        let (before, limit, responder) = (msg.before, msg.limit, msg.responder);
-        ctx.spawn(
-            async move { store.messages_before(&group, &room, before, limit).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let res = res.map_err(ChatError::from).map(|page| PageReply {
-                        msgs: page.msgs.into_iter().map(|m| act.out(m)).collect(),
-                        more: page.more,
-                    });
-                    responder.respond(&act.group_id, &act.room_id, res);
-                }),
-        );
+        let cached = self.page_from_cache(msg.before, msg.limit);
+        let (store, group, room) = self.store_and_ids();
+        let (before, limit) = (msg.before, msg.limit);
+        self.reply_page(ctx, msg.responder, cached, async move {
+            store.messages_before(&group, &room, before, limit).await
+        });
     }
 }
 
@@ -1284,25 +1303,12 @@ impl Handler<GetAfter> for RoomActor {
             msg.responder.respond(&self.group_id, &self.room_id, Err(e));
             return;
         }
-        if let Some((msgs, more)) = self.after_from_cache(msg.since, msg.limit) {
-            msg.responder
-                .respond(&self.group_id, &self.room_id, Ok(PageReply { msgs, more }));
-            return;
-        }
-        let store = self.deps.store.clone();
-        let (group, room) = (self.group_id.clone(), self.room_id.clone());
-        let (since, limit, responder) = (msg.since, msg.limit, msg.responder);
-        ctx.spawn(
-            async move { store.messages_after(&group, &room, since, limit).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let res = res.map_err(ChatError::from).map(|page| PageReply {
-                        msgs: page.msgs.into_iter().map(|m| act.out(m)).collect(),
-                        more: page.more,
-                    });
-                    responder.respond(&act.group_id, &act.room_id, res);
-                }),
-        );
+        let cached = self.after_from_cache(msg.since, msg.limit);
+        let (store, group, room) = self.store_and_ids();
+        let (since, limit) = (msg.since, msg.limit);
+        self.reply_page(ctx, msg.responder, cached, async move {
+            store.messages_after(&group, &room, since, limit).await
+        });
     }
 }
 
