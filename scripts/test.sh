@@ -60,6 +60,34 @@ else
   cargo test --locked --workspace --no-fail-fast "$@"
 fi
 
+# The node tests a second time with the node on Cassandra (each TestNode migrates a keyspace of
+# its own), then the fault tests (tests/node/faults.rs) on a Cassandra of their own, which they
+# stop and pause. A test ignored on Cassandra fails the run. The variables are set only for
+# these commands, never exported to the run above.
+STEP_START=$SECONDS
+NODE_LOG="$(mktemp -t chatnode-node-scylla.XXXXXX.log)"
+CHATNODE_TEST_NODE_STORE=scylla cargo test --locked --test node -- --skip faults::cassandra_ 2>&1 | tee "$NODE_LOG"
+NODE_RESULT="$(grep -E '^test result: ok\.' "$NODE_LOG" | tail -n 1)"
+NODE_PASSED="$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$NODE_RESULT")"
+NODE_IGNORED="$(sed -E 's/.* ([0-9]+) ignored.*/\1/' <<<"$NODE_RESULT")"
+if [ -z "$NODE_RESULT" ] || [ "$NODE_IGNORED" != 0 ]; then
+  echo "node tests on Cassandra: not all ran ($NODE_RESULT)" >&2
+  exit 1
+fi
+echo "node tests on Cassandra took $((SECONDS - STEP_START)) s"
+STEP_START=$SECONDS
+FAULT_DIR="$(mktemp -d -t chatnode-cassandra-faults.XXXXXX)"
+trap 'CHATNODE_CASSANDRA_DIR="$FAULT_DIR" bash scripts/cassandra.sh stop || true; CHATNODE_CASSANDRA_DIR="$CASSANDRA_DIR" bash scripts/cassandra.sh stop || true; kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT
+FAULT_LINE="$(CHATNODE_CASSANDRA_DIR="$FAULT_DIR" bash scripts/cassandra.sh start)" || { echo "Cassandra for the fault tests did not start" >&2; exit 1; }
+FAULT_LOG="$(mktemp -t chatnode-faults.XXXXXX.log)"
+CHATNODE_TEST_NODE_STORE=scylla CHATNODE_TEST_SCYLLA="${FAULT_LINE#CHATNODE_SCYLLA_NODES=}" \
+  CHATNODE_TEST_CASSANDRA_DIR="$FAULT_DIR" timeout 600 cargo test --locked --test node -- --exact \
+  faults::cassandra_stopped_under_load faults::cassandra_paused_under_load 2>&1 | tee "$FAULT_LOG"
+grep -qE '^test result: ok\. 2 passed; 0 failed; 0 ignored' "$FAULT_LOG" || { echo "fault tests on Cassandra failed" >&2; exit 1; }
+CHATNODE_CASSANDRA_DIR="$FAULT_DIR" bash scripts/cassandra.sh stop
+echo "fault tests on Cassandra took $((SECONDS - STEP_START)) s"
+echo "on Cassandra: the store suite (tests/store_scylla.rs), $NODE_PASSED node tests and 2 fault tests ran, none skipped"
+
 # The chat page in a real browser (web/e2e/): Debian's Chromium driven by playwright-core from
 # npm, against the binary built above. Screenshots and logs go to target/e2e-artifacts/.
 if [ ! -x /usr/bin/chromium ]; then

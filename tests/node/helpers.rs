@@ -133,6 +133,11 @@ impl TestNode {
         self.child = Some(child);
     }
 
+    /// The keyspace this node runs on with `CHATNODE_TEST_NODE_STORE=scylla`.
+    pub fn scylla_settings(&self) -> Option<&chatnode::config::ScyllaSettings> {
+        self.scylla.as_ref()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

@@ -4,6 +4,7 @@
 mod chat;
 mod crash;
 mod errors;
+mod faults;
 mod fcm_mock;
 mod helpers;
 mod http;

@@ -200,7 +200,12 @@ async fn a_full_disk_refuses_writes_and_recovers_without_restart() {
         }
     };
     let data_dir = tmpfs.dir.to_str().expect("utf-8 path").to_owned();
-    let mut node = TestNode::spawn(&[("CHATNODE_DATA_DIR", &data_dir)]);
+    // The disk under test is the embedded store's: on a node run on Cassandra too, this node
+    // keeps its messages on the local disk (a full local disk does not touch a CQL server).
+    let mut node = TestNode::spawn(&[
+        ("CHATNODE_DATA_DIR", &data_dir),
+        ("CHATNODE_STORE", "embedded"),
+    ]);
     let rest = node.rest(&token("alice"));
     rest.create_room(G, "r", &["bob"]).await;
     let mut alice = node.connect("alice").await;
