@@ -12,7 +12,7 @@
 //! Cassandra; elsewhere they print that they were skipped. The two never run at once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -51,7 +51,7 @@ fn cassandra_dir() -> Option<PathBuf> {
 }
 
 /// `scripts/cassandra.sh` on the node in `dir`.
-fn cassandra_sh(dir: &PathBuf, action: &str) {
+fn cassandra_sh(dir: &Path, action: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/cassandra.sh");
     let out = std::process::Command::new("bash")
         .arg(script)
@@ -67,7 +67,7 @@ fn cassandra_sh(dir: &PathBuf, action: &str) {
     );
 }
 
-fn cassandra_pid(dir: &PathBuf) -> i32 {
+fn cassandra_pid(dir: &Path) -> i32 {
     let text = std::fs::read_to_string(dir.join("cassandra.pid")).expect("Cassandra's pid file");
     text.trim().parse().expect("a pid")
 }
