@@ -736,28 +736,25 @@ impl RoomActor {
         Some(PageReply { msgs, more })
     }
 
-    /// The store and the room's ids, for a read that runs off the actor.
-    fn store_and_ids(&self) -> (SharedStore, GroupId, RoomId) {
-        (
-            self.deps.store.clone(),
-            self.group_id.clone(),
-            self.room_id.clone(),
-        )
-    }
-
     /// Answers a page request: from the cache when it holds the page (`cached`), otherwise
-    /// from `read` on the store, each message with its unread count as of the reply.
-    fn reply_page(
+    /// from `read` on the store (given the store and the room's ids, cloned only on a miss),
+    /// each message with its unread count as of the reply.
+    fn reply_page<F: Future<Output = Result<Page, StoreError>> + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
         responder: Responder<PageReply>,
         cached: Option<PageReply>,
-        read: impl Future<Output = Result<Page, StoreError>> + 'static,
+        read: impl FnOnce(SharedStore, GroupId, RoomId) -> F,
     ) {
         if let Some(page) = cached {
             responder.respond(&self.group_id, &self.room_id, Ok(page));
             return;
         }
+        let read = read(
+            self.deps.store.clone(),
+            self.group_id.clone(),
+            self.room_id.clone(),
+        );
         ctx.spawn(read.into_actor(self).map(move |res, act, _| {
             let res = res.map_err(ChatError::from).map(|page| PageReply {
                 msgs: page.msgs.into_iter().map(|m| act.out(m)).collect(),
@@ -1287,11 +1284,15 @@ impl Handler<GetHistory> for RoomActor {
         }
         self.last_activity = Instant::now();
         let cached = self.page_from_cache(msg.before, msg.limit);
-        let (store, group, room) = self.store_and_ids();
         let (before, limit) = (msg.before, msg.limit);
-        self.reply_page(ctx, msg.responder, cached, async move {
-            store.messages_before(&group, &room, before, limit).await
-        });
+        self.reply_page(
+            ctx,
+            msg.responder,
+            cached,
+            move |store, group, room| async move {
+                store.messages_before(&group, &room, before, limit).await
+            },
+        );
     }
 }
 
@@ -1304,11 +1305,15 @@ impl Handler<GetAfter> for RoomActor {
             return;
         }
         let cached = self.after_from_cache(msg.since, msg.limit);
-        let (store, group, room) = self.store_and_ids();
         let (since, limit) = (msg.since, msg.limit);
-        self.reply_page(ctx, msg.responder, cached, async move {
-            store.messages_after(&group, &room, since, limit).await
-        });
+        self.reply_page(
+            ctx,
+            msg.responder,
+            cached,
+            move |store, group, room| async move {
+                store.messages_after(&group, &room, since, limit).await
+            },
+        );
     }
 }
 
